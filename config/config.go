@@ -1,0 +1,115 @@
+// Package config defines wanreact's configuration and parses it from strict
+// YAML, reporting every problem as FILE:LINE:COL.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is the whole configuration. It is also logged (as JSON) at the start
+// of every event log so that a replay runs under the same settings.
+type Config struct {
+	ControlSocket string   `json:"control_socket"`
+	EventLog      string   `json:"event_log,omitempty"`
+	MetricsListen string   `json:"metrics_listen,omitempty"`
+	LAN           []string `json:"lan,omitempty"`
+	Routing       Routing  `json:"routing"`
+	WANs          []WAN    `json:"wans"`
+}
+
+// Routing holds the numbers the daemon uses in the kernel, so that they can be
+// moved out of the way of other software.
+type Routing struct {
+	// ActiveTable holds the default route(s) of the WAN(s) currently carrying
+	// new connections. Default 200.
+	ActiveTable int `json:"active_table"`
+	// RulePriority is the first policy-rule priority the daemon uses; it uses
+	// a block of 300 from there. Default 10000.
+	RulePriority int `json:"rule_priority"`
+	// MarkMask selects the fwmark bits the daemon owns. Default 0xff00.
+	MarkMask uint32 `json:"mark_mask"`
+}
+
+// Addressing modes.
+const (
+	Static   = "static"
+	DHCP     = "dhcp"
+	External = "external"
+)
+
+// WAN is one uplink.
+type WAN struct {
+	Name       string       `json:"name"`
+	Interface  string       `json:"interface"`
+	Table      int          `json:"table"`
+	Priority   int          `json:"priority"`
+	Weight     int          `json:"weight"`
+	Addressing string       `json:"addressing"`
+	Address    netip.Prefix `json:"address,omitzero"`
+	Gateway    netip.Addr   `json:"gateway,omitzero"`
+	Probe      Probe        `json:"probe"`
+	Wifi       *Wifi        `json:"wifi,omitempty"`
+}
+
+// Probe configures the ICMP prober of one WAN and the health rule fed by it.
+type Probe struct {
+	Targets  []netip.Addr  `json:"targets"`
+	Interval time.Duration `json:"interval"`
+	Timeout  time.Duration `json:"timeout"`
+	// DownAfter consecutive lost probes (counted across all targets) declare
+	// the WAN down. Default: the number of probes sent in 800ms, at least 3.
+	DownAfter int `json:"down_after"`
+	// UpAfter consecutive replies bring a WAN that is down (or not yet
+	// known) up. Default 5.
+	UpAfter int `json:"up_after"`
+	// Window is the number of recent probes per target over which loss and
+	// RTT are measured. Default 50.
+	Window int `json:"window"`
+	// DegradedLoss (percent) of the best target's window marks the WAN
+	// degraded; it is up again below RecoverLoss. Defaults 20 and 8.
+	DegradedLoss float64 `json:"degraded_loss"`
+	RecoverLoss  float64 `json:"recover_loss"`
+	// DegradedRTT marks the WAN degraded when the best target's average RTT
+	// exceeds it (0: never). Recovery below 80% of it.
+	DegradedRTT time.Duration `json:"degraded_rtt,omitempty"`
+}
+
+// Wifi holds the settings of an nl80211 WAN.
+type Wifi struct {
+	// MinSignal in dBm: below it the WAN is degraded.
+	MinSignal int `json:"min_signal"`
+	// Hysteresis in dB around MinSignal for CQM and for recovery. Default 4.
+	Hysteresis int `json:"hysteresis"`
+}
+
+// Defaults.
+const (
+	DefaultControlSocket = "/run/wanreact/wanreact.sock"
+	DefaultActiveTable   = 200
+	DefaultRulePriority  = 10000
+	DefaultMarkMask      = 0xff00
+	DefaultInterval      = 200 * time.Millisecond
+	DefaultTimeout       = 300 * time.Millisecond
+	DefaultUpAfter       = 5
+	DefaultWindow        = 50
+	DefaultDegradedLoss  = 20
+	DefaultRecoverLoss   = 8
+	DefaultHysteresis    = 4
+	// downAfterSpan is how much probing time's worth of consecutive losses
+	// declares a WAN down when down_after is not set.
+	downAfterSpan = 800 * time.Millisecond
+)
+
+// DefaultDownAfter is the number of probes sent through a WAN in 800ms,
+// at least 3: with 2 targets at 200ms, 8.
+func DefaultDownAfter(targets int, interval time.Duration) int {
+	if targets < 1 || interval <= 0 {
+		return 3
+	}
+	n := int(downAfterSpan * time.Duration(targets) / interval)
+	if n < 3 {
+		n = 3
+	}
+	return n
+}
