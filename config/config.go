@@ -50,6 +50,17 @@ type WAN struct {
 	Gateway    netip.Addr   `json:"gateway,omitzero"`
 	Probe      Probe        `json:"probe"`
 	Wifi       *Wifi        `json:"wifi,omitempty"`
+	// DHCPOptions tunes the built-in DHCP client (addressing: dhcp).
+	DHCPOptions *DHCPOptions `json:"dhcp,omitempty"`
+}
+
+// DHCPOptions configures the DHCPv4 client of a WAN.
+type DHCPOptions struct {
+	Hostname string `json:"hostname,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
+	// Release sends DHCPRELEASE when the daemon stops (off by default: a
+	// restart must not take the address down).
+	Release bool `json:"release,omitempty"`
 }
 
 // Probe configures the ICMP prober of one WAN and the health rule fed by it.

@@ -327,7 +327,7 @@ const RouteProtocol = 87
 
 // RulePriorities is the size of the block of rule priorities the daemon uses,
 // starting at Routing.RulePriority.
-const RulePriorities = 300
+const RulePriorities = config.RulePriorityBlock
 
 func (s *State) ownsRulePriority(p int) bool {
 	base := s.cfg.Routing.RulePriority
