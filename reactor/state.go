@@ -89,6 +89,8 @@ type window struct {
 	rtt  []time.Duration
 	next int
 	n    int
+	// streak is the target's current run of answered probes.
+	streak int
 }
 
 func newWindow(size int) *window {
@@ -103,15 +105,24 @@ func (w *window) add(ok bool, rtt time.Duration) {
 	}
 }
 
+// trailingLosses counts the newest run of losses.
+func (w *window) trailingLosses() int {
+	k := 0
+	for k < w.n {
+		i := (w.next - 1 - k + 2*len(w.ok)) % len(w.ok)
+		if w.ok[i] {
+			break
+		}
+		k++
+	}
+	return k
+}
+
 // dropTrailingLosses forgets the newest run of losses.
 func (w *window) dropTrailingLosses() {
-	for w.n > 0 {
-		last := (w.next - 1 + len(w.ok)) % len(w.ok)
-		if w.ok[last] {
-			return
-		}
-		w.next, w.n = last, w.n-1
-	}
+	k := w.trailingLosses()
+	w.next = (w.next - k + len(w.ok)) % len(w.ok)
+	w.n -= k
 }
 
 func (w *window) answered() int {
@@ -367,22 +378,31 @@ func (w *wanState) applyProbe(p ProbeResult) {
 		return
 	}
 	win := w.targets[p.Target]
-	if win != nil && w.health != Down {
-		// While down, the window keeps the history that led there:
-		// filling it with the outage's losses would keep a recovered
-		// WAN degraded for a whole window.
+	if win != nil && (w.health == Up || w.health == Degraded) {
+		// Windows measure the quality of a working WAN. While it is
+		// down or not yet proven (link just back, ARP resolving) they
+		// keep the history from before: the outage's own losses would
+		// keep a recovered WAN degraded for a whole window.
 		win.add(p.OK, p.RTT)
 	}
-	if p.OK {
-		w.consecOK++
-		w.consecLost = 0
-		return
+	if win != nil {
+		if p.OK {
+			win.streak++
+		} else {
+			win.streak = 0
+		}
 	}
-	w.consecLost++
-	// A target that answers nothing while another one answers is broken
-	// itself: its losses must not keep the WAN from being proven up.
-	if win == nil || !w.deadTarget(win) {
-		w.consecOK = 0
+	if p.OK {
+		w.consecLost = 0
+	} else {
+		w.consecLost++
+	}
+	// Proof of life sums the targets' current runs of replies: a target
+	// that never answers (broken itself) adds nothing but does not wipe
+	// out what the others prove.
+	w.consecOK = 0
+	for _, t := range w.targets {
+		w.consecOK += t.streak
 	}
 }
 
@@ -448,6 +468,10 @@ func (w *wanState) lossAndRTT() (loss float64, rtt time.Duration, ok bool) {
 		if win == nil || w.deadTarget(win) {
 			continue
 		}
+		// The current run of losses is left out: a sustained outage is
+		// the down rule's business (it has its own threshold), while
+		// degraded means losses among replies.
+		tail := win.trailingLosses()
 		for i := 0; i < win.n; i++ {
 			if win.ok[i] {
 				answered++
@@ -456,7 +480,8 @@ func (w *wanState) lossAndRTT() (loss float64, rtt time.Duration, ok bool) {
 				lost++
 			}
 		}
-		n += win.n
+		lost -= tail
+		n += win.n - tail
 	}
 	if n < minSamplesForLoss {
 		return 0, 0, false
@@ -553,10 +578,12 @@ func (w *wanState) nextHealth() (Health, string, bool) {
 
 // effectiveDownAfter raises down_after on a WAN that is already lossy: at
 // loss rate L, k consecutive losses happen by chance with probability L^k,
-// so k grows until that is below 1e-5 (30% loss: 10 instead of 8). Without
+// so k grows until that is below 1e-6 (30% loss: 12 instead of 8). Without
 // it a degraded-but-working WAN would now and then be declared dead.
 func (w *wanState) effectiveDownAfter() int {
 	k := w.downAfter
+	// The loss rate among replies, without the current run of losses
+	// (which would raise the bar as a real outage goes on).
 	loss, _, ok := w.lossAndRTT()
 	if !ok || loss <= 0 {
 		return k
@@ -564,7 +591,7 @@ func (w *wanState) effectiveDownAfter() int {
 	if loss >= 0.9 {
 		return 4 * k
 	}
-	need := int(math.Ceil(math.Log(1e-5) / math.Log(loss)))
+	need := int(math.Ceil(math.Log(1e-6) / math.Log(loss)))
 	return min(max(k, need), 4*k)
 }
 
@@ -608,6 +635,9 @@ func (s *State) evaluate(now time.Time, d *Decision) {
 			// Proof starts afresh once the link is back: probe
 			// results from before the outage say nothing.
 			w.consecOK, w.consecLost = 0, 0
+			for _, win := range w.targets {
+				win.streak = 0
+			}
 		}
 		if h == Down && byProbes {
 			// The run of losses that proved the outage is not a
