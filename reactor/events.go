@@ -55,6 +55,21 @@ func (l LinkChange) Type() string {
 	}
 }
 
+// CarrierChange is a carrier change seen by polling the interface's carrier
+// bit, which can be faster than netlink's notification (see sources/carrier).
+type CarrierChange struct {
+	Name    string `json:"name"`
+	Carrier bool   `json:"carrier"`
+}
+
+func (CarrierChange) Source() string { return "link" }
+func (c CarrierChange) Type() string {
+	if c.Carrier {
+		return "carrier_on"
+	}
+	return "carrier_off"
+}
+
 // AddrChange reports an IPv4 address added to or removed from an interface.
 type AddrChange struct {
 	Index   int          `json:"index"`
@@ -193,6 +208,9 @@ func (Synced) Type() string   { return "synced" }
 func payloadFor(source, typ string) (Payload, error) {
 	switch source {
 	case "link":
+		if typ == "carrier_on" || typ == "carrier_off" {
+			return &CarrierChange{}, nil
+		}
 		return &LinkChange{}, nil
 	case "addr":
 		return &AddrChange{}, nil
@@ -258,6 +276,8 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	// the same dynamic types whether an event came from a source or a log.
 	switch v := p.(type) {
 	case *LinkChange:
+		e.Data = *v
+	case *CarrierChange:
 		e.Data = *v
 	case *AddrChange:
 		e.Data = *v

@@ -75,6 +75,9 @@ type wanState struct {
 	since        time.Time
 	reason       string
 	downByProbes bool
+	// judged is set once the WAN left Unknown the first time: after a
+	// recovery an Unknown WAN must prove itself before carrying traffic.
+	judged bool
 
 	consecLost, consecOK int
 	downAfter            int
@@ -146,6 +149,12 @@ func (s *State) Apply(e Event) Decision {
 		s.loadConfig(p.Config, e.Time)
 	case LinkChange:
 		s.applyLink(p)
+	case CarrierChange:
+		for _, l := range s.links {
+			if l.name == p.Name {
+				l.carrier = p.Carrier
+			}
+		}
 	case AddrChange:
 		if l := s.links[p.Index]; l != nil && p.Prefix.Addr().Is4() {
 			if p.Deleted {
@@ -570,6 +579,12 @@ func (w *wanState) nextHealth() (Health, string, bool) {
 		}
 		return h, why, false
 	}
+	if w.health == Unknown && w.judged {
+		// The link just came back: ARP and the link itself settle
+		// first, so an unproven WAN gets twice the loss budget
+		// before it is called down (it carries no traffic meanwhile).
+		lostTooMany = w.consecLost >= 2*w.effectiveDownAfter()
+	}
 	if lostTooMany {
 		return Down, fmt.Sprintf("%d consecutive probes lost", w.consecLost), true
 	}
@@ -614,6 +629,12 @@ func (w *wanState) class() int {
 	case Degraded:
 		return 1
 	case Unknown:
+		if !w.judged {
+			// Never judged since start: presume it works, so that a
+			// preferred WAN whose proof arrives a few ms after its
+			// backup's is not switched away from and back.
+			return 0
+		}
 		return 2
 	default:
 		// Probe-down but the link is there: a last resort, better
@@ -646,7 +667,7 @@ func (s *State) evaluate(now time.Time, d *Decision) {
 				win.dropTrailingLosses()
 			}
 		}
-		w.health, w.since = h, now
+		w.health, w.since, w.judged = h, now, true
 		d.Transitions = append(d.Transitions, Transition{WAN: w.cfg.Name, From: was, To: h, Reason: why})
 	}
 

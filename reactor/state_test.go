@@ -207,6 +207,25 @@ func TestCarrierLossFailsOverAtOnce(t *testing.T) {
 	}
 }
 
+// A polled carrier loss (faster than netlink's linkwatch-delayed one) fails
+// over by itself; netlink's later report changes nothing more.
+func TestPolledCarrierLoss(t *testing.T) {
+	m := newSim(t, testConfig())
+	m.start()
+	m.bothOK(5)
+	d := m.feed("", CarrierChange{Name: "wan0", Carrier: false})
+	if !d.ActiveChanged || !slices.Equal(m.active(), []string{"isp2"}) || m.health("isp1") != Down {
+		t.Fatalf("polled carrier loss: active %v, isp1 %s", m.active(), m.health("isp1"))
+	}
+	if d := m.link(2, "wan0", false); !d.Empty() {
+		t.Fatalf("netlink confirmation decided again: %+v", d)
+	}
+	m.feed("", CarrierChange{Name: "wan0", Carrier: true})
+	if h := m.health("isp1"); h != Unknown {
+		t.Fatalf("isp1 = %s after polled carrier return", h)
+	}
+}
+
 func TestSilentLossDeclaredAfterDownAfter(t *testing.T) {
 	m := newSim(t, testConfig())
 	m.start()
@@ -530,5 +549,42 @@ func TestEventJSONShape(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"time":"2026-11-30T01:02:03Z","source":"nope","type":"x"}`), &back); err == nil ||
 		!strings.Contains(err.Error(), "unknown event") {
 		t.Fatalf("unknown source accepted: %v", err)
+	}
+}
+
+// At startup the preferred WAN is presumed to work until judged, so a
+// backup proven a few ms earlier does not cause a switch there and back; a
+// dead preferred WAN is left as soon as its probes say so.
+func TestStartupDoesNotFlapToBackup(t *testing.T) {
+	m := newSim(t, testConfig())
+	m.start()
+	for range config.DefaultUpAfter {
+		m.probe("isp2", true)
+	}
+	if got := m.active(); !slices.Equal(got, []string{"isp1"}) {
+		t.Fatalf("active = %v after isp2 was proven first; want isp1 (presumed)", got)
+	}
+	m.bothOK(config.DefaultUpAfter)
+	var changes int
+	for range 20 {
+		if m.probe("isp1", true).ActiveChanged {
+			changes++
+		}
+	}
+	if changes != 0 || !slices.Equal(m.active(), []string{"isp1"}) {
+		t.Fatalf("active = %v, %d changes", m.active(), changes)
+	}
+
+	dead := newSim(t, testConfig())
+	dead.start()
+	for range 10 {
+		dead.probe("isp1", false)
+		dead.probe("isp2", true)
+	}
+	if h := dead.health("isp1"); h != Down {
+		t.Fatalf("dead preferred WAN = %s", h)
+	}
+	if got := dead.active(); !slices.Equal(got, []string{"isp2"}) {
+		t.Fatalf("active = %v with a dead preferred WAN", got)
 	}
 }
