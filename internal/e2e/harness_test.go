@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/wanreact/wanreact/internal/lab"
 )
 
@@ -286,13 +287,28 @@ func (e *env) transitions(wan string, since time.Time) []string {
 	return out
 }
 
-// ourRules lists the policy rules of protocol 87 in the router namespace.
+// ourRules lists the policy rules of protocol 87 in the router namespace
+// (read through netlink: iproute2 6.1 ignores "proto" in rule listings).
 func (e *env) ourRules() []string {
-	out, err := e.lab.Exec(lab.RoleRouter, "ip", "-4", "rule", "show", "proto", "87")
+	h, err := e.lab.Handle(lab.RoleRouter)
 	if err != nil {
-		e.t.Fatalf("ip rule: %v %s", err, out)
+		e.t.Fatal(err)
 	}
-	return nonEmptyLines(string(out))
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rules {
+		if r.Protocol == 87 {
+			mask := uint32(0)
+			if r.Mask != nil {
+				mask = *r.Mask
+			}
+			out = append(out, fmt.Sprintf("%d mark=%#x/%#x table=%d src=%v suppress=%d", r.Priority, r.Mark, mask, r.Table, r.Src, r.SuppressPrefixlen))
+		}
+	}
+	return out
 }
 
 func (e *env) routes(table int) []string {
@@ -329,8 +345,29 @@ func (e *env) measureFailover(from string, fault func() error, settle time.Durat
 	}
 	time.Sleep(settle)
 	r := f.Stop()
-	gap := r.LongestGap(faultAt.Add(-100*time.Millisecond), r.End)
+	gap := outage(r, faultAt)
+	if os.Getenv("WANREACT_E2E_DEBUG") != "" {
+		for _, p := range r.Packets {
+			if !p.At.Before(gap.Start.Add(-10*time.Millisecond)) && !p.At.After(gap.End.Add(10*time.Millisecond)) {
+				e.t.Logf("seq=%d sent=%s at=%s isp=%d", p.Seq, p.SentAt.Format("05.000000"), p.At.Format("05.000000"), p.ISP)
+			}
+		}
+	}
 	return gap.Duration(), r, faultAt
+}
+
+// outage is the longest silence of the flow from just before the fault to
+// its last received packet (Stop's own wind-down is not an outage); a flow
+// that never came back counts from the fault to the end.
+func outage(r lab.FlowReport, faultAt time.Time) lab.Gap {
+	last, ok := r.FirstAfter(faultAt, 0)
+	if !ok {
+		return lab.Gap{Start: faultAt, End: r.End}
+	}
+	if n := len(r.Packets); n > 0 {
+		last = r.Packets[n-1]
+	}
+	return r.LongestGap(faultAt.Add(-100*time.Millisecond), last.At)
 }
 
 func ispCounts(r lab.FlowReport, from, to time.Time) string {
