@@ -29,6 +29,9 @@ type Routing struct {
 	RulePriority int `json:"rule_priority"`
 	// MarkMask selects the fwmark bits the daemon owns. Default 0xff00.
 	MarkMask uint32 `json:"mark_mask"`
+	// Slots is the number of balancing slots new connections are spread
+	// over (see reactor.Desired.Slots); 0 turns balancing off.
+	Slots int `json:"slots,omitempty"`
 }
 
 // Addressing modes.

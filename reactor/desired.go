@@ -18,6 +18,12 @@ type Desired struct {
 	// means no WAN can carry traffic: the active table is left empty and
 	// the main table's own default route (if any) applies.
 	Active []ActiveMember `json:"active"`
+	// Slots spreads new connections over the active WANs by weight: the
+	// firewall gives each new connection one of len(Slots) slot marks at
+	// random, and slot s's routing table points at WAN Slots[s]. Only
+	// these routes change on failover; the firewall rules never do.
+	// Empty when balancing is off (routing.slots: 0).
+	Slots []string `json:"slots,omitempty"`
 }
 
 // WANRouting is what one WAN needs in the kernel regardless of health: its

@@ -671,6 +671,26 @@ func (s *State) evaluate(now time.Time, d *Decision) {
 		d.Transitions = append(d.Transitions, Transition{WAN: w.cfg.Name, From: was, To: h, Reason: why})
 	}
 
+	flushed := map[string]bool{}
+	flush := func(w *wanState, reason string) {
+		if flushed[w.cfg.Name] {
+			return
+		}
+		flushed[w.cfg.Name] = true
+		d.Intents = append(d.Intents, FlushConntrack{
+			WAN: w.cfg.Name, Address: w.address(), Mark: w.mark, Mask: s.cfg.Routing.MarkMask, Reason: reason,
+		})
+	}
+	// A WAN that went down takes its connections with it: delete their
+	// conntrack entries (its address, its mark) so long-lived flows
+	// re-route instead of waiting for a dead uplink.
+	for _, tr := range d.Transitions {
+		if tr.To == Down {
+			if w := s.wanByName(tr.WAN); w != nil {
+				flush(w, "down: "+tr.Reason)
+			}
+		}
+	}
 	active := s.selectActive()
 	if !slices.Equal(active, s.active) {
 		for _, m := range s.active {
@@ -678,15 +698,15 @@ func (s *State) evaluate(now time.Time, d *Decision) {
 				continue
 			}
 			w := s.wanByName(m.WAN)
-			if w == nil {
+			if w == nil || s.cfg.Routing.Slots > 0 {
+				// With balancing, connections are pinned to their
+				// WAN by connmark and keep working through it
+				// when it merely stops taking new ones.
 				continue
 			}
-			// Its NATed flows would otherwise keep its source
-			// address (and so its path) for as long as they live.
-			d.Intents = append(d.Intents, FlushConntrack{
-				WAN: w.cfg.Name, Address: w.address(),
-				Reason: fmt.Sprintf("left the active set (%s)", w.health),
-			})
+			// Without pinning, its NATed flows would follow the new
+			// default route with the old source address.
+			flush(w, fmt.Sprintf("left the active set (%s)", w.health))
 		}
 		s.active = active
 		d.ActiveChanged = true
@@ -729,6 +749,7 @@ func (s *State) computeDesired() Desired {
 		RulePriority: s.cfg.Routing.RulePriority,
 		MarkMask:     s.cfg.Routing.MarkMask,
 		Active:       slices.Clone(s.active),
+		Slots:        assignSlots(s.active, s.cfg.Routing.Slots),
 	}
 	for _, w := range s.wans {
 		r := WANRouting{
@@ -748,6 +769,53 @@ func (s *State) computeDesired() Desired {
 		d.WANs = append(d.WANs, r)
 	}
 	return d
+}
+
+// assignSlots gives each active WAN a share of n slots proportional to its
+// weight (largest remainder), interleaved so that any prefix of the slots is
+// balanced too.
+func assignSlots(active []ActiveMember, n int) []string {
+	if n <= 0 || len(active) == 0 {
+		return nil
+	}
+	total := 0
+	for _, m := range active {
+		total += max(m.Weight, 1)
+	}
+	quota := make([]int, len(active))
+	type rem struct{ i, r int }
+	var rems []rem
+	given := 0
+	for i, m := range active {
+		w := max(m.Weight, 1)
+		quota[i] = n * w / total
+		given += quota[i]
+		rems = append(rems, rem{i, n * w % total})
+	}
+	slices.SortStableFunc(rems, func(a, b rem) int { return b.r - a.r })
+	for k := 0; given < n; k++ {
+		quota[rems[k%len(rems)].i]++
+		given++
+	}
+	// Interleave: at each step pick the member furthest behind its share
+	// (smooth weighted round robin), deterministic by config order.
+	out := make([]string, 0, n)
+	credit := make([]int, len(active))
+	for range n {
+		best := -1
+		for i := range active {
+			if quota[i] == 0 {
+				continue
+			}
+			credit[i] += quota[i]
+			if best < 0 || credit[i] > credit[best] {
+				best = i
+			}
+		}
+		credit[best] -= n
+		out = append(out, active[best].WAN)
+	}
+	return out
 }
 
 // Desired returns the routing the kernel should have now.

@@ -588,3 +588,72 @@ func TestStartupDoesNotFlapToBackup(t *testing.T) {
 		t.Fatalf("active = %v with a dead preferred WAN", got)
 	}
 }
+
+func TestAssignSlotsFollowsWeights(t *testing.T) {
+	got := assignSlots([]ActiveMember{{WAN: "a", Weight: 2}, {WAN: "b", Weight: 1}}, 60)
+	count := map[string]int{}
+	for _, w := range got {
+		count[w]++
+	}
+	if len(got) != 60 || count["a"] != 40 || count["b"] != 20 {
+		t.Fatalf("2:1 over 60 slots = %v", count)
+	}
+	// Interleaved: the first 6 slots already hold the 2:1 ratio.
+	first := map[string]int{}
+	for _, w := range got[:6] {
+		first[w]++
+	}
+	if first["a"] != 4 || first["b"] != 2 {
+		t.Fatalf("first 6 slots %v not interleaved: %v", first, got[:6])
+	}
+	if got := assignSlots([]ActiveMember{{WAN: "a", Weight: 1}}, 8); !slices.Equal(got, []string{"a", "a", "a", "a", "a", "a", "a", "a"}) {
+		t.Fatalf("single member: %v", got)
+	}
+	if got := assignSlots(nil, 8); got != nil {
+		t.Fatalf("no members: %v", got)
+	}
+	got = assignSlots([]ActiveMember{{WAN: "a", Weight: 3}, {WAN: "b", Weight: 3}, {WAN: "c", Weight: 1}}, 10)
+	count = map[string]int{}
+	for _, w := range got {
+		count[w]++
+	}
+	if count["a"]+count["b"]+count["c"] != 10 || count["c"] < 1 || count["a"] < 4 || count["b"] < 4 {
+		t.Fatalf("3:3:1 over 10 = %v", count)
+	}
+}
+
+// With balancing, connections are pinned by connmark: a WAN that goes down
+// has its entries flushed by mark, but a failback (the backup leaving the
+// active set while still up) flushes nothing.
+func TestBalancingFlushesOnlyDownWANs(t *testing.T) {
+	c := testConfig()
+	c.Routing.Slots = 60
+	m := newSim(t, c)
+	m.start()
+	m.bothOK(5)
+	d := m.link(2, "wan0", false)
+	var flushes []FlushConntrack
+	for _, in := range d.Intents {
+		if f, ok := in.(FlushConntrack); ok {
+			flushes = append(flushes, f)
+		}
+	}
+	if len(flushes) != 1 || flushes[0].WAN != "isp1" || flushes[0].Mark != 0x100 || flushes[0].Mask != 0xff00 {
+		t.Fatalf("failover flushes = %+v", flushes)
+	}
+	if got := m.s.Desired().Slots; len(got) != 60 || got[0] != "isp2" {
+		t.Fatalf("slots after failover = %v", got)
+	}
+	m.link(2, "wan0", true)
+	for range config.DefaultUpAfter {
+		d = m.probe("isp1", true)
+	}
+	if !d.ActiveChanged || !slices.Equal(m.active(), []string{"isp1"}) {
+		t.Fatalf("no failback: %v", m.active())
+	}
+	for _, in := range d.Intents {
+		if _, ok := in.(FlushConntrack); ok {
+			t.Fatalf("failback flushed isp2's pinned connections: %+v", in)
+		}
+	}
+}
