@@ -62,6 +62,19 @@ type daemon struct {
 	statusReq chan chan []reactor.WANStatus
 	// started is when Run began, for status.
 	started time.Time
+	// observers see every event and decision (metrics, hooks).
+	observers []Observer
+}
+
+// Observer sees, on the reactor goroutine, every event with the decision it
+// caused, and every result of the kernel writers. It must not block: the
+// failover path runs through here.
+type Observer interface {
+	// Observe is called after each event is applied.
+	Observe(e reactor.Event, d reactor.Decision, s *reactor.State)
+	// ObserveAction is called after a routing pass or conntrack flush
+	// (kind "routing" or "conntrack"), from the writer's goroutine.
+	ObserveAction(kind string, changed int, err error, took time.Duration)
 }
 
 // Run runs the daemon until ctx is done or SIGTERM/SIGINT.
@@ -188,6 +201,9 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) {
 
 func (d *daemon) apply(e reactor.Event) {
 	dec := d.state.Apply(e)
+	for _, o := range d.observers {
+		o.Observe(e, dec, d.state)
+	}
 	d.logLine(e)
 	if dec.Empty() {
 		return
@@ -237,6 +253,9 @@ type actionLine struct {
 }
 
 func (d *daemon) reportRouting(r actions.Result) {
+	for _, o := range d.observers {
+		o.ObserveAction("routing", len(r.Added)+len(r.Removed)+len(r.Replaced), errors.Join(r.Errors...), r.Duration)
+	}
 	if !r.Changed() && len(r.Errors) == 0 {
 		return
 	}
@@ -261,6 +280,9 @@ func (d *daemon) flushLoop(ctx context.Context, f *actions.ConntrackFlusher) err
 			}
 			start := time.Now()
 			n, err := f.Flush(in)
+			for _, o := range d.observers {
+				o.ObserveAction("conntrack", n, err, time.Since(start))
+			}
 			data := map[string]any{"deleted": n, "reason": in.Reason, "duration_us": time.Since(start).Microseconds()}
 			if err != nil {
 				data["error"] = err.Error()
