@@ -10,12 +10,14 @@ import (
 // Config is the whole configuration. It is also logged (as JSON) at the start
 // of every event log so that a replay runs under the same settings.
 type Config struct {
-	ControlSocket string   `json:"control_socket"`
-	EventLog      string   `json:"event_log,omitempty"`
-	MetricsListen string   `json:"metrics_listen,omitempty"`
-	LAN           []string `json:"lan,omitempty"`
-	Routing       Routing  `json:"routing"`
-	WANs          []WAN    `json:"wans"`
+	ControlSocket string `json:"control_socket"`
+	EventLog      string `json:"event_log,omitempty"`
+	MetricsListen string `json:"metrics_listen,omitempty"`
+	// StateDir keeps what must survive a restart (DHCP leases).
+	StateDir string   `json:"state_dir"`
+	LAN      []string `json:"lan,omitempty"`
+	Routing  Routing  `json:"routing"`
+	WANs     []WAN    `json:"wans"`
 }
 
 // Routing holds the numbers the daemon uses in the kernel, so that they can be
@@ -100,6 +102,7 @@ type Wifi struct {
 // Defaults.
 const (
 	DefaultControlSocket = "/run/wanreact/wanreact.sock"
+	DefaultStateDir      = "/var/lib/wanreact"
 	DefaultActiveTable   = 200
 	DefaultRulePriority  = 10000
 	DefaultMarkMask      = 0xff00

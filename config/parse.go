@@ -78,6 +78,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	c := &Config{
 		ControlSocket: DefaultControlSocket,
+		StateDir:      DefaultStateDir,
 		Routing:       Routing{ActiveTable: DefaultActiveTable, RulePriority: DefaultRulePriority, MarkMask: DefaultMarkMask},
 	}
 	if len(doc.Content) == 0 {
@@ -90,6 +91,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		"control_socket": func(_, v *yaml.Node) { c.ControlSocket = p.path(v) },
 		"event_log":      func(_, v *yaml.Node) { c.EventLog = p.path(v) },
 		"metrics_listen": func(_, v *yaml.Node) { c.MetricsListen = p.str(v) },
+		"state_dir":      func(_, v *yaml.Node) { c.StateDir = p.path(v) },
 		"lan": func(_, v *yaml.Node) {
 			for _, n := range p.seq(v) {
 				c.LAN = append(c.LAN, p.str(n))

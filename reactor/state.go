@@ -818,6 +818,17 @@ func assignSlots(active []ActiveMember, n int) []string {
 	return out
 }
 
+// LinkUp reports whether the named interface is administratively and
+// operationally up with carrier, as far as the events said.
+func (s *State) LinkUp(name string) bool {
+	for _, l := range s.links {
+		if l.name == name {
+			return l.adminUp && l.carrier && l.operUp
+		}
+	}
+	return false
+}
+
 // Desired returns the routing the kernel should have now.
 func (s *State) Desired() Desired { return s.desired }
 

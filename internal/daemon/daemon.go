@@ -24,8 +24,10 @@ import (
 	"github.com/wanreact/wanreact/internal/eventlog"
 	"github.com/wanreact/wanreact/reactor"
 	"github.com/wanreact/wanreact/sources/carrier"
+	"github.com/wanreact/wanreact/sources/dhcp"
 	"github.com/wanreact/wanreact/sources/netlinksrc"
 	"github.com/wanreact/wanreact/sources/prober"
+	"github.com/wanreact/wanreact/sources/wifi"
 )
 
 // Options configures Run.
@@ -53,6 +55,8 @@ type daemon struct {
 	flush  chan reactor.FlushConntrack
 	probe  *prober.Prober
 	cpoll  *carrier.Poller
+	dhcp   *dhcpClients
+	wifi   *wifi.Source
 	// tables is the set of routing tables the netlink source must forward
 	// route changes for (ours), swapped on reload.
 	tables atomic.Pointer[map[int]bool]
@@ -160,7 +164,14 @@ func Run(ctx context.Context, o Options) error {
 	d.cpoll = carrier.New(carrier.Options{Logger: log.With("component", "carrier")})
 	d.cpoll.SetInterfaces(wanInterfaces(cfg))
 
+	d.dhcp = newDHCPClients(ctx, log, d.emit)
+	d.dhcp.set(cfg, nil)
+	defer d.dhcp.wait()
+	d.wifi = wifi.New(wifi.Options{Logger: log.With("component", "wifi")})
+	d.wifi.SetInterfaces(wifiInterfaces(cfg))
+
 	run("netlink", func(ctx context.Context) error { return nl.Run(ctx, d.emit) })
+	run("wifi", func(ctx context.Context) error { return d.wifi.Run(ctx, d.emit) })
 	run("prober", func(ctx context.Context) error { return d.probe.Run(ctx, d.emit) })
 	run("carrier", func(ctx context.Context) error { return d.cpoll.Run(ctx, d.emit) })
 	run("routing", func(ctx context.Context) error { return d.rec.Run(ctx, d.reportRouting) })
@@ -201,6 +212,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) {
 
 func (d *daemon) apply(e reactor.Event) {
 	dec := d.state.Apply(e)
+	d.dhcp.observe(e, d.state)
 	for _, o := range d.observers {
 		o.Observe(e, dec, d.state)
 	}
@@ -309,6 +321,8 @@ func (d *daemon) reload() {
 		d.log.Error("reload: prober refused part of the config", "err", err)
 	}
 	d.cpoll.SetInterfaces(wanInterfaces(cfg))
+	d.dhcp.set(cfg, d.state.LinkUp)
+	d.wifi.SetInterfaces(wifiInterfaces(cfg))
 	d.apply(reactor.Event{Time: time.Now(), Data: reactor.ConfigLoaded{Config: *cfg}})
 	d.log.Info("config reloaded", "wans", len(cfg.WANs))
 }
@@ -367,7 +381,15 @@ func activeNames(a []reactor.ActiveMember) []string {
 
 // Status is the JSON of `wanreact status --json`.
 type Status struct {
-	WANs []reactor.WANStatus `json:"wans"`
+	WANs []WANStatus `json:"wans"`
+}
+
+// WANStatus is the reducer's view of a WAN plus what its DHCP client and
+// Wi-Fi source know.
+type WANStatus struct {
+	reactor.WANStatus
+	DHCP *dhcp.LeaseStatus `json:"dhcp,omitempty"`
+	Wifi *wifi.Status      `json:"wifi,omitempty"`
 }
 
 func (d *daemon) handleControl(ctx context.Context, req control.Request, w *json.Encoder) error {
@@ -381,7 +403,19 @@ func (d *daemon) handleControl(ctx context.Context, req control.Request, w *json
 		case <-time.After(2 * time.Second):
 			return errors.New("reactor busy")
 		}
-		return w.Encode(Status{WANs: <-ch})
+		st := Status{WANs: []WANStatus{}}
+		leases := d.dhcp.status()
+		for _, w := range <-ch {
+			full := WANStatus{WANStatus: w}
+			if l, ok := leases[w.Name]; ok {
+				full.DHCP = &l
+			}
+			if ws, ok := d.wifi.Status(w.Name); ok {
+				full.Wifi = &ws
+			}
+			st.WANs = append(st.WANs, full)
+		}
+		return w.Encode(st)
 	case "events":
 		return d.serveEvents(ctx, req, w)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,6 +97,8 @@ type labConfig struct {
 	Timeout     string
 	SamePrio    bool
 	ExtraConfig string
+	// DHCP lists ISPs (1-based) whose WAN uses addressing: dhcp.
+	DHCP []int
 }
 
 func newEnv(t *testing.T, lc labConfig) *env {
@@ -121,14 +124,16 @@ func newEnv(t *testing.T, lc labConfig) *env {
 
 func (e *env) configText(lc labConfig) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "control_socket: %s\nevent_log: %s\nlan: [lan0]\nwans:\n", e.socket, e.evlog)
+	fmt.Fprintf(&b, "control_socket: %s\nevent_log: %s\nstate_dir: %s\nlan: [lan0]\nwans:\n", e.socket, e.evlog, e.dir)
 	for i := 1; i <= e.lab.ISPs(); i++ {
 		prio := i
 		if lc.SamePrio {
 			prio = 1
 		}
 		fmt.Fprintf(&b, "  - name: isp%d\n    interface: %s\n    table: %d\n    priority: %d\n", i, lab.WANName(i), 10+i, prio)
-		if lc.External {
+		if slices.Contains(lc.DHCP, i) {
+			b.WriteString("    addressing: dhcp\n")
+		} else if lc.External {
 			b.WriteString("    addressing: external\n")
 		} else {
 			fmt.Fprintf(&b, "    addressing: static\n    address: %s\n    gateway: %s\n", lab.RouterWANAddr(i), lab.ISPGateway)
