@@ -31,7 +31,7 @@ unit:
 	$(GO) test -count=1 -short ./...
 
 demo: deps build
-	$(GO) run ./internal/demo -bin $(BIN)
+	$(GO) run ./internal/demo -bin $(BIN) $(DEMOFLAGS)
 
 bench: deps build
 	$(GO) run ./internal/bench -bin $(BIN) -out docs
