@@ -128,10 +128,16 @@ func (w *window) dropTrailingLosses() {
 	w.n -= k
 }
 
+// slot maps the i-th oldest of the n results in the window to its index in
+// the ring (results are the n slots before next).
+func (w *window) slot(i int) int {
+	return (w.next - w.n + i + 2*len(w.ok)) % len(w.ok)
+}
+
 func (w *window) answered() int {
 	n := 0
 	for i := 0; i < w.n; i++ {
-		if w.ok[i] {
+		if w.ok[w.slot(i)] {
 			n++
 		}
 	}
@@ -482,9 +488,9 @@ func (w *wanState) lossAndRTT() (loss float64, rtt time.Duration, ok bool) {
 		// degraded means losses among replies.
 		tail := win.trailingLosses()
 		for i := 0; i < win.n; i++ {
-			if win.ok[i] {
+			if j := win.slot(i); win.ok[j] {
 				answered++
-				sum += win.rtt[i]
+				sum += win.rtt[j]
 			} else {
 				lost++
 			}

@@ -657,3 +657,22 @@ func TestBalancingFlushesOnlyDownWANs(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowRingAfterDroppingLosses(t *testing.T) {
+	w := newWindow(5)
+	for _, ok := range []bool{false, true, true, true, true, true, true, false, false} {
+		w.add(ok, time.Millisecond)
+	}
+	// Ring now holds (oldest first) true true true false false.
+	if got := w.trailingLosses(); got != 2 {
+		t.Fatalf("trailing losses = %d", got)
+	}
+	w.dropTrailingLosses()
+	if w.n != 3 || w.answered() != 3 {
+		t.Fatalf("after drop: n=%d answered=%d, want 3 and 3", w.n, w.answered())
+	}
+	w.add(false, 0)
+	if w.n != 4 || w.answered() != 3 || w.trailingLosses() != 1 {
+		t.Fatalf("after add: n=%d answered=%d trailing=%d", w.n, w.answered(), w.trailingLosses())
+	}
+}
