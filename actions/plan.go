@@ -3,14 +3,17 @@ package actions
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/wanreact/wanreact/config"
 	"github.com/wanreact/wanreact/reactor"
 )
 
@@ -31,9 +34,59 @@ const (
 	fromRuleOffset     = 0   // P+i: from <addr>/32 lookup T_i
 	markRuleOffset     = 100 // P+100+i: fwmark lookup T_i
 	suppressRuleOffset = 200 // P+200: lookup main suppress_prefixlength 0
-	activeRuleOffset   = 201 // P+201: lookup A
+	slotRuleOffset     = 201 // P+201+s: fwmark <slot mark> lookup slot table s
+	activeRuleOffset   = 299 // P+299: lookup A, after every slot rule
 	maxWANs            = 100 // P+i must stay below P+100
+	// maxSlots keeps P+201+s below P+299 (config.MaxSlots).
+	maxSlots = activeRuleOffset - slotRuleOffset
 )
+
+// DefaultSlotTable is the first slot table when SlotConfig.Table is zero.
+const DefaultSlotTable = config.DefaultSlotTable
+
+// SlotConfig is the balancing part of the configuration the reconciler
+// needs besides Desired: how many slot tables (and slot rules) exist and
+// where they start. The rules and tables exist for every configured slot
+// whatever the active set, so that a failover only changes routes.
+type SlotConfig struct {
+	// Count is routing.slots; 0 means no balancing.
+	Count int
+	// Table is routing.slot_table: slot s uses table Table+s. 0 means
+	// DefaultSlotTable.
+	Table int
+}
+
+// SlotConfigFrom extracts the SlotConfig of a configuration.
+func SlotConfigFrom(c config.Config) SlotConfig {
+	return SlotConfig{Count: c.Routing.Slots, Table: c.Routing.SlotTable}
+}
+
+// Tables lists the slot tables, for cleanup.
+func (s SlotConfig) Tables() []int {
+	first := s.Table
+	if first <= 0 {
+		first = DefaultSlotTable
+	}
+	out := make([]int, 0, max(s.Count, 0))
+	for i := range s.Count {
+		out = append(out, first+i)
+	}
+	return out
+}
+
+// SlotMark is the fwmark of balancing slot s (0-based) within mask: the
+// mask's values are split in two halves, WAN marks (reactor.Mark: 1, 2, ...)
+// in the lower and slot marks in the upper one, so that with mask 0xff00
+// slot 0 is 0x8000, slot 1 0x8100 and so on. It returns 0 when s does not
+// fit or the mask is not one contiguous run of bits.
+func SlotMark(mask uint32, s int) uint32 {
+	_, room := config.MarkRoom(mask)
+	if s < 0 || s >= room {
+		return 0
+	}
+	shift := bits.TrailingZeros32(mask)
+	return uint32(room+s) << shift
+}
 
 // ruleSpec is one IPv4 policy rule in a comparable form. Desired rules and
 // kernel rules are both converted to it, so the diff is plain equality.
@@ -184,11 +237,27 @@ type routeSpec struct {
 	Tos       int
 	Type      int
 	Protocol  int
+	// Nexthops makes the route a multipath route; Gw, LinkIndex, Src and
+	// Onlink are then unset.
+	Nexthops []nexthop
 	// Dev is the interface name, for messages only (not compared).
 	Dev string
-	// Extra describes attributes the daemon never sets (multipath, encap,
-	// metrics); a kernel route with any of them never equals a desired one.
+	// Extra describes attributes the daemon never sets (encap, metrics);
+	// a kernel route with any of them never equals a desired one.
 	Extra string
+}
+
+// nexthop is one path of a multipath route.
+type nexthop struct {
+	Gw        netip.Addr
+	LinkIndex int
+	Weight    int // 1..256
+	Onlink    bool
+	Dev       string // for messages only
+}
+
+func (n nexthop) same(o nexthop) bool {
+	return n.Gw == o.Gw && n.LinkIndex == o.LinkIndex && n.Weight == o.Weight && n.Onlink == o.Onlink
 }
 
 func (r routeSpec) key() routeKey {
@@ -199,7 +268,8 @@ func (r routeSpec) key() routeKey {
 func (r routeSpec) same(o routeSpec) bool {
 	return r.Table == o.Table && r.Dst == o.Dst && r.Gw == o.Gw && r.LinkIndex == o.LinkIndex &&
 		r.Src == o.Src && r.Scope == o.Scope && r.Onlink == o.Onlink && r.Metric == o.Metric &&
-		r.Tos == o.Tos && r.Type == o.Type && r.Protocol == o.Protocol && r.Extra == o.Extra
+		r.Tos == o.Tos && r.Type == o.Type && r.Protocol == o.Protocol && r.Extra == o.Extra &&
+		slices.EqualFunc(r.Nexthops, o.Nexthops, nexthop.same)
 }
 
 func (r routeSpec) String() string {
@@ -212,6 +282,21 @@ func (r routeSpec) String() string {
 	}
 	if r.Type != unix.RTN_UNICAST {
 		fmt.Fprintf(&b, " type %d", r.Type)
+	}
+	for _, n := range r.Nexthops {
+		b.WriteString(" nexthop")
+		if n.Gw.IsValid() {
+			fmt.Fprintf(&b, " via %s", n.Gw)
+		}
+		if n.Dev != "" {
+			fmt.Fprintf(&b, " dev %s", n.Dev)
+		} else {
+			fmt.Fprintf(&b, " dev if%d", n.LinkIndex)
+		}
+		fmt.Fprintf(&b, " weight %d", n.Weight)
+		if n.Onlink {
+			b.WriteString(" onlink")
+		}
 	}
 	if r.Gw.IsValid() {
 		fmt.Fprintf(&b, " via %s", r.Gw)
@@ -266,6 +351,16 @@ func (r routeSpec) toKernel() *netlink.Route {
 	if r.Onlink {
 		k.Flags = int(netlink.FLAG_ONLINK)
 	}
+	for _, n := range r.Nexthops {
+		nh := &netlink.NexthopInfo{LinkIndex: n.LinkIndex, Hops: n.Weight - 1}
+		if n.Gw.IsValid() {
+			nh.Gw = net.IP(n.Gw.AsSlice())
+		}
+		if n.Onlink {
+			nh.Flags = int(netlink.FLAG_ONLINK)
+		}
+		k.MultiPath = append(k.MultiPath, nh)
+	}
 	return k
 }
 
@@ -292,8 +387,16 @@ func routeFromKernel(k netlink.Route, names map[int]string) routeSpec {
 	s.Gw = ipToAddr(k.Gw)
 	s.Src = ipToAddr(k.Src)
 	var extra []string
-	if len(k.MultiPath) > 0 {
-		extra = append(extra, fmt.Sprintf("multipath(%d)", len(k.MultiPath)))
+	for _, nh := range k.MultiPath {
+		s.Nexthops = append(s.Nexthops, nexthop{
+			Gw: ipToAddr(nh.Gw), LinkIndex: nh.LinkIndex, Weight: nh.Hops + 1, Dev: names[nh.LinkIndex],
+			// The kernel adds dead/linkdown flags of its own; only onlink
+			// is ours.
+			Onlink: nh.Flags&int(netlink.FLAG_ONLINK) != 0,
+		})
+		if nh.Encap != nil || nh.NewDst != nil || nh.Via != nil {
+			extra = append(extra, "nexthop-encap")
+		}
 	}
 	if k.Encap != nil {
 		extra = append(extra, "encap")
@@ -321,8 +424,8 @@ type linkState struct {
 type wantState struct {
 	Rules  []ruleSpec
 	Routes []routeSpec
-	// Tables are the tables the daemon owns: every WAN table and A. Any route
-	// of another protocol in them is reported.
+	// Tables are the tables the daemon owns: every WAN table, every slot
+	// table and A. Any route of another protocol in them is reported.
 	Tables map[int]bool
 	Active int // the active table, to order its route last
 }
@@ -356,7 +459,7 @@ func validTable(t int) bool {
 // the caller found in the kernel (interface name -> index; absent = no link).
 // Problems in one WAN skip that WAN's objects and are returned as errors; the
 // other WANs are still planned.
-func plan(d reactor.Desired, links map[string]linkState) (wantState, []error) {
+func plan(d reactor.Desired, links map[string]linkState, slots SlotConfig) (wantState, []error) {
 	prio, activeTable, mask := normalized(d)
 	w := wantState{Tables: map[int]bool{}, Active: activeTable}
 	var errs []error
@@ -411,16 +514,74 @@ func plan(d reactor.Desired, links map[string]linkState) (wantState, []error) {
 		defaults[wan.Name] = def
 	}
 
-	w.Rules = append(w.Rules,
-		ruleSpec{Priority: prio + suppressRuleOffset, Table: unix.RT_TABLE_MAIN, SuppressPrefixlen: 0},
-		ruleSpec{Priority: prio + activeRuleOffset, Table: activeTable, SuppressPrefixlen: -1},
-	)
-	act, err := activeRoutes(d.Active, defaults, activeTable)
+	w.Rules = append(w.Rules, ruleSpec{Priority: prio + suppressRuleOffset, Table: unix.RT_TABLE_MAIN, SuppressPrefixlen: 0})
+	rules, routes, err := slotRouting(d, slots, defaults, w.Tables, prio, mask)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	w.Rules = append(w.Rules, rules...)
+	w.Routes = append(w.Routes, routes...)
+	w.Rules = append(w.Rules, ruleSpec{Priority: prio + activeRuleOffset, Table: activeTable, SuppressPrefixlen: -1})
+	act, err := activeRoutes(d.Active, defaults, activeTable, slots.Count > 0)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	w.Routes = append(w.Routes, act...)
 	return w, errs
+}
+
+// slotRouting builds the balancing rules (one per configured slot, always)
+// and routes (slot table s holds the default route of WAN d.Slots[s]).
+// tables holds the WAN and active tables; the slot tables are added to it.
+func slotRouting(d reactor.Desired, slots SlotConfig, defaults map[string]routeSpec, tables map[int]bool, prio int, mask uint32) ([]ruleSpec, []routeSpec, error) {
+	if slots.Count <= 0 {
+		return nil, nil, nil
+	}
+	first := slots.Table
+	if first <= 0 {
+		first = DefaultSlotTable
+	}
+	wanRoom, slotRoom := config.MarkRoom(mask)
+	switch {
+	case slots.Count > maxSlots:
+		return nil, nil, fmt.Errorf("%d slots do not fit the rule priority block (at most %d); balancing not installed", slots.Count, maxSlots)
+	case slots.Count > slotRoom || len(d.WANs) > wanRoom:
+		return nil, nil, fmt.Errorf("mark mask %#x has no room for %d WAN marks and %d slot marks; balancing not installed", mask, len(d.WANs), slots.Count)
+	}
+	for s := range slots.Count {
+		if t := first + s; !validTable(t) || tables[t] {
+			return nil, nil, fmt.Errorf("slot table %d is reserved, invalid or used by a WAN or as the active table; balancing not installed", t)
+		}
+	}
+	var (
+		rules   []ruleSpec
+		routes  []routeSpec
+		skipped []string
+	)
+	for s := range slots.Count {
+		table := first + s
+		tables[table] = true
+		rules = append(rules, ruleSpec{
+			Priority: prio + slotRuleOffset + s, HasMark: true, Mark: SlotMark(mask, s), Mask: mask,
+			Table: table, SuppressPrefixlen: -1,
+		})
+		if s >= len(d.Slots) {
+			continue // no active WAN: the table stays empty, lookups fall through to A
+		}
+		def, ok := defaults[d.Slots[s]]
+		if !ok {
+			if !slices.Contains(skipped, d.Slots[s]) {
+				skipped = append(skipped, d.Slots[s])
+			}
+			continue
+		}
+		def.Table = table
+		routes = append(routes, def)
+	}
+	if len(skipped) > 0 {
+		return rules, routes, fmt.Errorf("slot WAN(s) %s not ready or unknown; their slot tables are left empty", strings.Join(skipped, ","))
+	}
+	return rules, routes, nil
 }
 
 // wanRoutes builds the routes of one Ready WAN's table and returns its
@@ -483,11 +644,20 @@ func wanRoutes(wan reactor.WANRouting, link linkState) (routes []routeSpec, def 
 	return routes, def, nil
 }
 
-// activeRoutes builds table A's content from the active set. Today it is the
-// default route of the first active member that can be installed; a weighted
-// variant would return one multipath route (or per-mark routes) here.
-func activeRoutes(active []reactor.ActiveMember, defaults map[string]routeSpec, table int) ([]routeSpec, error) {
-	var skipped []string
+// activeRoutes builds table A's content from the active set: the default
+// route of the first active member that can be installed or, when
+// balancing and several members can be installed, one weighted multipath
+// route over them. The multipath route is what spreads the router's own
+// unbound connections: the kernel picks a nexthop per flow hash and the
+// source address from that nexthop's interface, and the "from" rule of that
+// address then keeps the connection on its WAN.
+func activeRoutes(active []reactor.ActiveMember, defaults map[string]routeSpec, table int, multipath bool) ([]routeSpec, error) {
+	var (
+		skipped []string
+		usable  []routeSpec
+		names   []string
+		weights []int
+	)
 	for _, m := range active {
 		def, ok := defaults[m.WAN]
 		if !ok {
@@ -495,16 +665,51 @@ func activeRoutes(active []reactor.ActiveMember, defaults map[string]routeSpec, 
 			continue
 		}
 		def.Table = table
+		usable = append(usable, def)
+		names = append(names, m.WAN)
+		weights = append(weights, m.Weight)
+	}
+	switch {
+	case len(usable) == 0 && len(skipped) > 0:
+		return nil, fmt.Errorf("active WAN(s) %s not ready or unknown; active table left empty", strings.Join(skipped, ","))
+	case len(usable) == 0:
+		return nil, nil
+	}
+	if !multipath || len(usable) == 1 {
 		var err error
 		if len(skipped) > 0 {
-			err = fmt.Errorf("active WAN(s) %s not ready or unknown; using %s", strings.Join(skipped, ","), m.WAN)
+			err = fmt.Errorf("active WAN(s) %s not ready or unknown; using %s", strings.Join(skipped, ","), names[0])
 		}
-		return []routeSpec{def}, err
+		return usable[:1], err
 	}
+	var err error
 	if len(skipped) > 0 {
-		return nil, fmt.Errorf("active WAN(s) %s not ready or unknown; active table left empty", strings.Join(skipped, ","))
+		err = fmt.Errorf("active WAN(s) %s not ready or unknown; balancing over the others", strings.Join(skipped, ","))
 	}
-	return nil, nil
+	mp := routeSpec{
+		Table: table, Dst: usable[0].Dst, Type: unix.RTN_UNICAST, Protocol: Proto,
+	}
+	for i, u := range usable {
+		mp.Nexthops = append(mp.Nexthops, nexthop{
+			Gw: u.Gw, LinkIndex: u.LinkIndex, Dev: u.Dev, Onlink: u.Onlink, Weight: multipathWeight(weights[i], weights),
+		})
+	}
+	return []routeSpec{mp}, err
+}
+
+// maxNexthopWeight is the largest multipath weight the kernel takes (the
+// rtnh_hops byte plus one).
+const maxNexthopWeight = 256
+
+// multipathWeight maps a configured weight (1..1000) onto the kernel's
+// 1..256, keeping the ratios when every weight already fits.
+func multipathWeight(w int, all []int) int {
+	top := slices.Max(all)
+	w = max(w, 1)
+	if top <= maxNexthopWeight {
+		return w
+	}
+	return max(1, (w*maxNexthopWeight+top/2)/top)
 }
 
 // routeOp is one change to apply.

@@ -31,7 +31,7 @@ func TestPlanModel(t *testing.T) {
 		Active: []reactor.ActiveMember{{WAN: "dsl", Weight: 1}, {WAN: "ppp", Weight: 1}},
 	}
 	links := map[string]linkState{"wan0": {Index: 5, Up: true}, "ppp0": {Index: 7, Up: true}}
-	w, errs := plan(d, links)
+	w, errs := plan(d, links, SlotConfig{})
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "using ppp") {
 		t.Errorf("errors: %v", errs)
 	}
@@ -40,7 +40,7 @@ func TestPlanModel(t *testing.T) {
 		"rule 10101 fwmark 0x200/0xff00 lookup 11",
 		"rule 10001 from 198.51.100.9/32 lookup 11",
 		"rule 10200 lookup main suppress_prefixlength 0",
-		"rule 10201 lookup 200",
+		"rule 10299 lookup 200",
 	}
 	assertEqual(t, "rules", strs(w.Rules), want)
 	// The /32 has no connected route; the option-121 default loses to the
@@ -65,7 +65,7 @@ func TestPlanRejectsBadInput(t *testing.T) {
 		check   func(t *testing.T, w wantState)
 	}{
 		{"zero desired", func(d *reactor.Desired) { *d = reactor.Desired{} }, "", func(t *testing.T, w wantState) {
-			assertEqual(t, "rules", strs(w.Rules), []string{"rule 10200 lookup main suppress_prefixlength 0", "rule 10201 lookup 200"})
+			assertEqual(t, "rules", strs(w.Rules), []string{"rule 10200 lookup main suppress_prefixlength 0", "rule 10299 lookup 200"})
 		}},
 		{"mark outside mask", func(d *reactor.Desired) { d.WANs[0].Mark = 0x1 }, "no bits inside mask", func(t *testing.T, w wantState) {
 			for _, r := range w.Rules {
@@ -104,7 +104,7 @@ func TestPlanRejectsBadInput(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := reactor.Desired{WANs: []reactor.WANRouting{ok}, Active: []reactor.ActiveMember{{WAN: "a", Weight: 1}}}
 			c.mutate(&d)
-			w, errs := plan(d, links)
+			w, errs := plan(d, links, SlotConfig{})
 			if c.wantErr == "" && len(errs) > 0 {
 				t.Errorf("unexpected errors %v", errs)
 			}
@@ -126,7 +126,7 @@ func TestPlanRejectsBadInput(t *testing.T) {
 
 func TestDiffRules(t *testing.T) {
 	a := ruleSpec{Priority: 10100, HasMark: true, Mark: 0x100, Mask: 0xff00, Table: 10, SuppressPrefixlen: -1}
-	b := ruleSpec{Priority: 10201, Table: 200, SuppressPrefixlen: -1}
+	b := ruleSpec{Priority: 10299, Table: 200, SuppressPrefixlen: -1}
 	odd := a
 	odd.Extra = "iif lan0"
 	stale := ruleSpec{Priority: 10002, Src: netip.MustParsePrefix("192.0.2.1/32"), Table: 12, SuppressPrefixlen: -1}

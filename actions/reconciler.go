@@ -37,6 +37,9 @@ type Options struct {
 	Now func() time.Time
 	// Period between unsolicited passes of Run; 0 means DefaultPeriod.
 	Period time.Duration
+	// Slots are the balancing slot tables and rules to maintain (see
+	// SetSlots); the zero value means no balancing.
+	Slots SlotConfig
 }
 
 // Result describes one reconciliation pass. Strings are human-readable, in
@@ -71,8 +74,14 @@ type Reconciler struct {
 	// wake has room for one signal: Set and Kick never block, and any
 	// number of them before Run looks collapse into one pass.
 	wake    chan struct{}
-	mu      sync.Mutex // guards pending and kicked
+	mu      sync.Mutex // guards the fields up to applyMu
 	pending *reactor.Desired
+	slots   SlotConfig
+	// gen counts the Desired values handed to Set; applied is the gen of
+	// the last one a pass of Run has applied, and passDone is closed (and
+	// replaced) whenever applied moves, to wake WaitApplied.
+	gen, pendingGen, applied uint64
+	passDone                 chan struct{}
 
 	// applyMu serialises passes (Run and direct ReconcileOnce calls) and
 	// guards the state below.
@@ -118,6 +127,8 @@ func NewReconciler(o Options) (*Reconciler, error) {
 		now:         o.Now,
 		period:      o.Period,
 		wake:        make(chan struct{}, 1),
+		slots:       o.Slots,
+		passDone:    make(chan struct{}),
 		sysctlIndex: map[string]int{},
 		managed:     map[string]map[netip.Prefix]bool{},
 	}
@@ -149,8 +160,47 @@ func (r *Reconciler) Set(d reactor.Desired) {
 	c := cloneDesired(d)
 	r.mu.Lock()
 	r.pending = &c
+	r.gen++
+	r.pendingGen = r.gen
 	r.mu.Unlock()
 	r.signal()
+}
+
+// SetSlots changes the balancing slots (on a config reload) and asks for a
+// pass. The next pass of Run or ReconcileOnce uses them.
+func (r *Reconciler) SetSlots(s SlotConfig) {
+	r.mu.Lock()
+	r.slots = s
+	r.mu.Unlock()
+	r.signal()
+}
+
+// Generation is the number of Desired values handed to Set so far.
+func (r *Reconciler) Generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+// WaitApplied waits until Run has finished a pass over the Desired of
+// generation gen or a later one (errors in the pass do not matter), or ctx
+// ends. A conntrack flush uses it to run only after traffic has been
+// re-routed: flushing first would let the next packet of a flushed flow
+// create its entry, and pin it, along the old route.
+func (r *Reconciler) WaitApplied(ctx context.Context, gen uint64) error {
+	for {
+		r.mu.Lock()
+		applied, done := r.applied, r.passDone
+		r.mu.Unlock()
+		if applied >= gen {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-done:
+		}
+	}
 }
 
 // Kick asks Run for a pass soon, e.g. because one of our rules was deleted.
@@ -169,8 +219,9 @@ func (r *Reconciler) signal() {
 // changed nothing. Run returns nil when ctx ends; it never removes anything.
 func (r *Reconciler) Run(ctx context.Context, report func(Result)) error {
 	var (
-		cur  reactor.Desired
-		have bool
+		cur    reactor.Desired
+		curGen uint64
+		have   bool
 	)
 	timer := time.NewTimer(r.period)
 	defer timer.Stop()
@@ -183,7 +234,7 @@ func (r *Reconciler) Run(ctx context.Context, report func(Result)) error {
 		}
 		r.mu.Lock()
 		if r.pending != nil {
-			cur, have, r.pending = *r.pending, true, nil
+			cur, curGen, have, r.pending = *r.pending, r.pendingGen, true, nil
 		}
 		r.mu.Unlock()
 		next := r.period
@@ -192,6 +243,7 @@ func (r *Reconciler) Run(ctx context.Context, report func(Result)) error {
 			if err != nil {
 				res.Errors = append(res.Errors, err)
 			}
+			r.markApplied(curGen)
 			if len(res.Errors) > 0 {
 				next = min(next, retryPeriod)
 			}
@@ -221,6 +273,16 @@ func (r *Reconciler) ReconcileOnce(d reactor.Desired) (Result, error) {
 	res.Duration = r.now().Sub(start)
 	r.logResult(res, err)
 	return res, err
+}
+
+func (r *Reconciler) markApplied(gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen > r.applied {
+		r.applied = gen
+		close(r.passDone)
+		r.passDone = make(chan struct{})
+	}
 }
 
 func (r *Reconciler) reconcile(d reactor.Desired, res *Result) error {
@@ -264,7 +326,10 @@ func (r *Reconciler) pass(d reactor.Desired, res *Result) (int, error) {
 	stale := r.ensureAddresses(d, links, res)
 	r.ensureSysctls(d, links, res)
 
-	want, errs := plan(d, links)
+	r.mu.Lock()
+	slots := r.slots
+	r.mu.Unlock()
+	want, errs := plan(d, links, slots)
 	res.Errors = append(res.Errors, errs...)
 
 	rules, err := r.ruleList()
@@ -569,6 +634,7 @@ func (r *Reconciler) logResult(res Result, err error) {
 func cloneDesired(d reactor.Desired) reactor.Desired {
 	c := d
 	c.Active = slices.Clone(d.Active)
+	c.Slots = slices.Clone(d.Slots)
 	c.WANs = slices.Clone(d.WANs)
 	for i := range c.WANs {
 		c.WANs[i].ExtraRoutes = slices.Clone(d.WANs[i].ExtraRoutes)
@@ -578,7 +644,8 @@ func cloneDesired(d reactor.Desired) reactor.Desired {
 
 // Cleanup removes every IPv4 rule with protocol Proto, every route with
 // protocol Proto in any table, and every route of any protocol in tables
-// (the WAN tables and the active table of the configuration): the
+// (the WAN tables, the slot tables and the active table of the
+// configuration): the
 // uninstall path of `wanreact cleanup`. Addresses are left in place, since
 // removing a WAN's address would cut the router off. report, if not nil,
 // receives a line per removed object. Errors are collected; Cleanup goes on
@@ -618,11 +685,18 @@ func Cleanup(h *netlink.Handle, tables []int, report func(string)) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	// Interface names make the report readable ("dev wan0", not "dev if3").
+	names := map[int]string{}
+	if links, err := h.LinkList(); err == nil {
+		for _, l := range links {
+			names[l.Attrs().Index] = l.Attrs().Name
+		}
+	}
 	for _, k := range routes {
 		if int(k.Protocol) != Proto && !ours[k.Table] {
 			continue
 		}
-		s := routeFromKernel(k, nil)
+		s := routeFromKernel(k, names)
 		// Delete with the dumped attributes and protocol so that exactly
 		// this route goes, including foreign ones in our tables.
 		if err := h.RouteDel(s.toKernel()); err != nil && !errors.Is(err, unix.ESRCH) {

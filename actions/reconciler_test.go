@@ -111,7 +111,7 @@ var (
 		"rule 10100 fwmark 0x100/0xff00 lookup 10",
 		"rule 10101 fwmark 0x200/0xff00 lookup 11",
 		"rule 10200 lookup main suppress_prefixlength 0",
-		"rule 10201 lookup 200",
+		"rule 10299 lookup 200",
 	}
 	wantTable10 = []string{
 		"route table 10 192.0.2.128/25 dev wan0 scope link proto 3", // the user's, left alone
@@ -404,13 +404,13 @@ func TestKickRepairsThroughRun(t *testing.T) {
 	if res := next(); len(res.Errors) > 0 || len(routingChanges(res.Added)) != 13 {
 		t.Fatalf("first pass: %+v", res)
 	}
-	if err := l.r.h.RuleDel((&ruleSpec{Priority: 10201, Table: 200, SuppressPrefixlen: -1}).toKernel()); err != nil {
+	if err := l.r.h.RuleDel((&ruleSpec{Priority: 10299, Table: 200, SuppressPrefixlen: -1}).toKernel()); err != nil {
 		t.Fatal(err)
 	}
 	// With a one-hour period only Kick can trigger the repair.
 	r.Kick()
 	res := next()
-	assertEqual(t, "repaired", res.Added, []string{"rule 10201 lookup 200"})
+	assertEqual(t, "repaired", res.Added, []string{"rule 10299 lookup 200"})
 }
 
 // BenchmarkReconcileSteadyState is the cost of the periodic pass when the

@@ -18,6 +18,11 @@ type Config struct {
 	LAN      []string `json:"lan,omitempty"`
 	Routing  Routing  `json:"routing"`
 	WANs     []WAN    `json:"wans"`
+	// ControlGroup, EventLogMaxSize and Hooks are operations settings;
+	// see ops.go.
+	ControlGroup    string `json:"control_group,omitempty"`
+	EventLogMaxSize int64  `json:"event_log_max_size,omitempty"`
+	Hooks           Hooks  `json:"hooks"`
 }
 
 // Routing holds the numbers the daemon uses in the kernel, so that they can be
@@ -32,8 +37,12 @@ type Routing struct {
 	// MarkMask selects the fwmark bits the daemon owns. Default 0xff00.
 	MarkMask uint32 `json:"mark_mask"`
 	// Slots is the number of balancing slots new connections are spread
-	// over (see reactor.Desired.Slots); 0 turns balancing off.
+	// over (see reactor.Desired.Slots); 0 turns balancing off. Default
+	// DefaultSlots when lan: lists an interface, else 0.
 	Slots int `json:"slots,omitempty"`
+	// SlotTable is the first slot routing table: slot s routes through
+	// table SlotTable+s. Default DefaultSlotTable.
+	SlotTable int `json:"slot_table,omitempty"`
 }
 
 // Addressing modes.
@@ -57,6 +66,10 @@ type WAN struct {
 	Wifi       *Wifi        `json:"wifi,omitempty"`
 	// DHCPOptions tunes the built-in DHCP client (addressing: dhcp).
 	DHCPOptions *DHCPOptions `json:"dhcp,omitempty"`
+	// NAT makes the daemon masquerade everything leaving through this
+	// WAN (its own nat chain; see docs/balancing.md). Off by default:
+	// most routers already have a MASQUERADE rule of their own.
+	NAT bool `json:"nat,omitempty"`
 }
 
 // DHCPOptions configures the DHCPv4 client of a WAN.

@@ -53,6 +53,7 @@ type parser struct {
 	file         string
 	problems     Problems
 	wanPositions []wanPos
+	balance      balancePos
 }
 
 func (p *parser) errf(n *yaml.Node, format string, args ...any) {
@@ -77,9 +78,11 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, p.problems
 	}
 	c := &Config{
-		ControlSocket: DefaultControlSocket,
-		StateDir:      DefaultStateDir,
-		Routing:       Routing{ActiveTable: DefaultActiveTable, RulePriority: DefaultRulePriority, MarkMask: DefaultMarkMask},
+		ControlSocket:   DefaultControlSocket,
+		StateDir:        DefaultStateDir,
+		EventLogMaxSize: DefaultEventLogMaxSize,
+		Hooks:           DefaultHooks(),
+		Routing:         Routing{ActiveTable: DefaultActiveTable, RulePriority: DefaultRulePriority, MarkMask: DefaultMarkMask},
 	}
 	if len(doc.Content) == 0 {
 		p.errf(&doc, "empty config: at least one WAN is needed under wans:")
@@ -88,10 +91,13 @@ func Parse(file string, data []byte) (*Config, error) {
 	root := doc.Content[0]
 	var wansNode *yaml.Node
 	p.mapping(root, "top level", map[string]func(k, v *yaml.Node){
-		"control_socket": func(_, v *yaml.Node) { c.ControlSocket = p.path(v) },
-		"event_log":      func(_, v *yaml.Node) { c.EventLog = p.path(v) },
-		"metrics_listen": func(_, v *yaml.Node) { c.MetricsListen = p.str(v) },
-		"state_dir":      func(_, v *yaml.Node) { c.StateDir = p.path(v) },
+		"control_socket":     func(_, v *yaml.Node) { c.ControlSocket = p.path(v) },
+		"event_log":          func(_, v *yaml.Node) { c.EventLog = p.path(v) },
+		"metrics_listen":     func(_, v *yaml.Node) { c.MetricsListen = p.listenAddr(v) },
+		"state_dir":          func(_, v *yaml.Node) { c.StateDir = p.path(v) },
+		"control_group":      func(_, v *yaml.Node) { c.ControlGroup = p.group(v) },
+		"event_log_max_size": func(_, v *yaml.Node) { c.EventLogMaxSize = p.size(v, MinEventLogMaxSize) },
+		"hooks":              func(_, v *yaml.Node) { c.Hooks = p.hooks(v) },
 		"lan": func(_, v *yaml.Node) {
 			for _, n := range p.seq(v) {
 				c.LAN = append(c.LAN, p.str(n))
@@ -102,6 +108,8 @@ func Parse(file string, data []byte) (*Config, error) {
 				"active_table":  func(_, v *yaml.Node) { c.Routing.ActiveTable = p.table(v) },
 				"rule_priority": func(_, v *yaml.Node) { c.Routing.RulePriority = p.intRange(v, 1, 32765-RulePriorityBlock) },
 				"mark_mask":     func(_, v *yaml.Node) { c.Routing.MarkMask = p.mask(v) },
+				"slots":         func(_, v *yaml.Node) { c.Routing.Slots = p.slots(v) },
+				"slot_table":    func(_, v *yaml.Node) { c.Routing.SlotTable = p.slotTable(v) },
 			})
 		},
 		"wans": func(_, v *yaml.Node) {
@@ -117,6 +125,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		p.errf(wansNode, "wans is empty: at least one WAN is needed")
 	}
 	p.crossCheck(c, wansNode)
+	p.checkBalance(c, wansNode)
 	if len(p.problems) > 0 {
 		sort.SliceStable(p.problems, func(i, j int) bool {
 			a, b := p.problems[i], p.problems[j]
@@ -269,8 +278,14 @@ func (p *parser) table(n *yaml.Node) int {
 }
 
 func (p *parser) mask(n *yaml.Node) uint32 {
-	v, ok := p.int(n)
-	if !ok {
+	if !p.scalar(n, "an integer") {
+		return 0
+	}
+	// Not p.int: on 32-bit routers (arm, mipsle) an int cannot hold a
+	// mask above 0x7fffffff.
+	v, err := strconv.ParseInt(n.Value, 0, 64)
+	if err != nil {
+		p.errf(n, "expected an integer, got %q", n.Value)
 		return 0
 	}
 	if v <= 0 || v > 0xffffffff {
@@ -354,6 +369,7 @@ func (p *parser) wan(n *yaml.Node) WAN {
 		"probe":      func(_, v *yaml.Node) { probeNode = v; w.Probe = p.probe(v) },
 		"wifi":       func(_, v *yaml.Node) { w.Wifi = p.wifi(v) },
 		"dhcp":       func(_, v *yaml.Node) { w.DHCPOptions = p.dhcp(v) },
+		"nat":        func(_, v *yaml.Node) { w.NAT = p.boolean(v) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return w

@@ -29,7 +29,8 @@ func TestParseExample(t *testing.T) {
 		wf.DHCPOptions == nil || wf.DHCPOptions.Hostname != "router" || wf.Probe.Interval != time.Second {
 		t.Fatalf("wifi1 = %+v", wf)
 	}
-	if c.Routing != (Routing{ActiveTable: 200, RulePriority: 10000, MarkMask: 0xff00}) {
+	// lan: is set, so balancing is on by default.
+	if c.Routing != (Routing{ActiveTable: 200, RulePriority: 10000, MarkMask: 0xff00, Slots: DefaultSlots, SlotTable: DefaultSlotTable}) {
 		t.Fatalf("routing defaults = %+v", c.Routing)
 	}
 }

@@ -11,13 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/wanreact/wanreact/config"
 	"github.com/wanreact/wanreact/internal/control"
 	"github.com/wanreact/wanreact/internal/daemon"
+	"github.com/wanreact/wanreact/internal/eventlog"
 	"github.com/wanreact/wanreact/reactor"
 )
 
@@ -184,6 +184,16 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			dash(w.Address), dash(w.Gateway), w.Loss*100, w.RTTms, w.Since.Local().Format("15:04:05"), w.Reason)
 	}
 	tw.Flush()
+	for _, w := range st.WANs {
+		if f := w.Wifi; f != nil && f.Wireless {
+			fmt.Fprintf(stdout, "%s: wifi connected=%v ssid=%q bssid=%s freq=%dMHz signal=%ddBm bitrate=%.1fMbit/s cqm=%v\n",
+				w.Name, f.Connected, f.SSID, dash(f.BSSID), f.Frequency, f.Signal, float64(f.Bitrate)/1000, f.CQM)
+		}
+		if l := w.DHCP; l != nil {
+			fmt.Fprintf(stdout, "%s: dhcp state=%s address=%s server=%s expires=%s\n",
+				w.Name, l.State, dash(l.Address.String()), dash(l.Server.String()), l.Expiry.Local().Format(time.DateTime))
+		}
+	}
 	return 0
 }
 
@@ -227,46 +237,9 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// humanLine renders one log line as "time wan source/type details".
-func humanLine(raw []byte) string {
-	var h struct {
-		Time   time.Time       `json:"time"`
-		Source string          `json:"source"`
-		Type   string          `json:"type"`
-		WAN    string          `json:"wan"`
-		Error  string          `json:"error"`
-		Data   json.RawMessage `json:"data"`
-	}
-	if json.Unmarshal(raw, &h) != nil {
-		return string(raw)
-	}
-	if h.Error != "" {
-		return "error: " + h.Error
-	}
-	detail := string(h.Data)
-	if h.Source == "reactor" && h.Type == "decision" {
-		var r reactor.DecisionRecord
-		_ = json.Unmarshal(raw, &r)
-		var parts []string
-		for _, t := range r.Transitions {
-			parts = append(parts, fmt.Sprintf("%s %s→%s (%s)", t.WAN, t.From, t.To, t.Reason))
-		}
-		if r.ActiveChanged {
-			var names []string
-			for _, a := range r.Active {
-				names = append(names, a.WAN)
-			}
-			parts = append(parts, "active=["+strings.Join(names, ",")+"]")
-		}
-		parts = append(parts, r.Intents...)
-		detail = strings.Join(parts, "; ")
-	}
-	wan := h.WAN
-	if wan == "" {
-		wan = "-"
-	}
-	return fmt.Sprintf("%s %-8s %s/%s %s", h.Time.Local().Format("15:04:05.000"), wan, h.Source, h.Type, detail)
-}
+// humanLine renders one log line as "time wan source/type what changed
+// (why)"; see eventlog.Format.
+func humanLine(raw []byte) string { return eventlog.Format(raw) }
 
 func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("replay", stderr)
@@ -325,7 +298,7 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	if err := daemon.Cleanup(cfg, func(s string) { fmt.Fprintln(stdout, "removed", s) }); err != nil {
+	if err := daemon.Cleanup(cfg, func(s string) { fmt.Fprintln(stdout, s) }); err != nil {
 		fmt.Fprintln(stderr, "wanreact cleanup:", err)
 		return 1
 	}

@@ -22,6 +22,8 @@ type dhcpClients struct {
 
 	mu      sync.Mutex
 	clients map[string]*dhcpClient // by WAN name
+	// onHook runs the user's lease hooks (see ops.go); set before set().
+	onHook func(reason string, old, new *dhcp.Lease)
 }
 
 type dhcpClient struct {
@@ -57,7 +59,7 @@ func (m *dhcpClients) set(cfg *config.Config, linkUp func(string) bool) {
 		if m.clients[name] != nil {
 			continue
 		}
-		o := dhcp.Options{WAN: w.Name, Interface: w.Interface, Logger: m.log.With("component", "dhcp")}
+		o := dhcp.Options{WAN: w.Name, Interface: w.Interface, Logger: m.log.With("component", "dhcp"), OnHook: m.onHook}
 		if cfg.StateDir != "" {
 			o.LeaseDir = cfg.StateDir + "/leases"
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wanreact/wanreact/actions"
+	"github.com/wanreact/wanreact/actions/firewall"
 	"github.com/wanreact/wanreact/config"
 	"github.com/wanreact/wanreact/internal/control"
 	"github.com/wanreact/wanreact/internal/eventlog"
@@ -52,6 +53,7 @@ type daemon struct {
 	state  *reactor.State
 	events *eventlog.Log
 	rec    *actions.Reconciler
+	fw     *firewall.Manager // see firewall.go
 	flush  chan reactor.FlushConntrack
 	probe  *prober.Prober
 	cpoll  *carrier.Poller
@@ -68,6 +70,8 @@ type daemon struct {
 	started time.Time
 	// observers see every event and decision (metrics, hooks).
 	observers []Observer
+	// ops: hooks, metrics, sd_notify (see ops.go).
+	ops opsState
 }
 
 // Observer sees, on the reactor goroutine, every event with the decision it
@@ -104,15 +108,16 @@ func Run(ctx context.Context, o Options) error {
 		started: time.Now(),
 	}
 	d.setFilters(cfg)
-	if d.events, err = eventlog.Open(cfg.EventLog, 0); err != nil {
+	if d.events, err = eventlog.Open(cfg.EventLog, cfg.EventLogMaxSize); err != nil {
 		return err
 	}
 	defer d.events.Close()
 
-	if d.rec, err = actions.NewReconciler(actions.Options{Logger: log.With("component", "routing")}); err != nil {
+	if d.rec, err = actions.NewReconciler(actions.Options{Logger: log.With("component", "routing"), Slots: actions.SlotConfigFrom(*cfg)}); err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
 	defer d.rec.Close()
+	d.startFirewall(cfg)
 	flusher, err := actions.NewConntrackFlusher(0)
 	if err != nil {
 		// Without ctnetlink failover still works; pinned flows just take
@@ -138,6 +143,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}()
 	}
+	d.startOps(ctx, cfg, socket, run)
 	// The configuration goes first on the bus: every log starts with the
 	// settings its decisions were made under.
 	d.bus <- reactor.Event{Time: time.Now(), Data: reactor.ConfigLoaded{Config: *cfg}}
@@ -165,6 +171,7 @@ func Run(ctx context.Context, o Options) error {
 	d.cpoll.SetInterfaces(wanInterfaces(cfg))
 
 	d.dhcp = newDHCPClients(ctx, log, d.emit)
+	d.dhcp.onHook = d.ops.hooks.LeaseHook
 	d.dhcp.set(cfg, nil)
 	defer d.dhcp.wait()
 	d.wifi = wifi.New(wifi.Options{Logger: log.With("component", "wifi")})
@@ -176,6 +183,7 @@ func Run(ctx context.Context, o Options) error {
 	run("carrier", func(ctx context.Context) error { return d.cpoll.Run(ctx, d.emit) })
 	run("routing", func(ctx context.Context) error { return d.rec.Run(ctx, d.reportRouting) })
 	run("conntrack", func(ctx context.Context) error { return d.flushLoop(ctx, flusher) })
+	run("firewall", d.runFirewall)
 	go srv.Serve(ctx)
 
 	hup := make(chan os.Signal, 1)
@@ -290,6 +298,7 @@ func (d *daemon) flushLoop(ctx context.Context, f *actions.ConntrackFlusher) err
 			if f == nil {
 				continue
 			}
+			d.waitRerouted(ctx)
 			start := time.Now()
 			n, err := f.Flush(in)
 			for _, o := range d.observers {
@@ -323,6 +332,9 @@ func (d *daemon) reload() {
 	d.cpoll.SetInterfaces(wanInterfaces(cfg))
 	d.dhcp.set(cfg, d.state.LinkUp)
 	d.wifi.SetInterfaces(wifiInterfaces(cfg))
+	d.reloadBalancing(cfg)
+	old := d.state.Config()
+	d.reloadOps(&old, cfg)
 	d.apply(reactor.Event{Time: time.Now(), Data: reactor.ConfigLoaded{Config: *cfg}})
 	d.log.Info("config reloaded", "wans", len(cfg.WANs))
 }
@@ -424,49 +436,11 @@ func (d *daemon) handleControl(ctx context.Context, req control.Request, w *json
 
 // serveEvents sends the log's history, then (with Follow) live lines.
 func (d *daemon) serveEvents(ctx context.Context, req control.Request, w *json.Encoder) error {
-	var live <-chan []byte
-	var cancel func()
-	if req.Follow {
-		// Subscribe before reading history so nothing falls between.
-		live, cancel = d.events.Follow()
-		defer cancel()
-	}
-	hist, err := d.events.History()
-	if err != nil {
-		return err
-	}
-	for _, l := range hist {
-		if err := writeRaw(w, l, req); err != nil {
-			return err
-		}
-	}
-	if !req.Follow {
-		return nil
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case l, ok := <-live:
-			if !ok {
-				return errors.New("follower fell behind; reconnect")
-			}
-			if err := writeRaw(w, l, req); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-func writeRaw(w *json.Encoder, line []byte, req control.Request) error {
-	if req.WAN != "" || req.Source != "" {
-		var h struct{ WAN, Source string }
-		if json.Unmarshal(line, &h) != nil {
+	// Stream delivers each line once even across a rotation (see eventlog).
+	return d.events.Stream(ctx, req.Follow, func(line []byte) error {
+		if !eventlog.Match(line, req.WAN, req.Source) {
 			return nil
 		}
-		if (req.WAN != "" && h.WAN != req.WAN) || (req.Source != "" && h.Source != req.Source) {
-			return nil
-		}
-	}
-	return w.Encode(json.RawMessage(line))
+		return w.Encode(json.RawMessage(line))
+	})
 }

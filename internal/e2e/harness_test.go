@@ -99,6 +99,12 @@ type labConfig struct {
 	ExtraConfig string
 	// DHCP lists ISPs (1-based) whose WAN uses addressing: dhcp.
 	DHCP []int
+	// WANExtra holds extra YAML lines for ISP i's WAN (1-based), indented
+	// as WAN keys ("    weight: 2\n").
+	WANExtra map[int]string
+	// NoRouterNAT leaves out the lab's own MASQUERADE on the router (the
+	// "user's firewall"), e.g. to test the daemon's nat: true.
+	NoRouterNAT bool
 }
 
 func newEnv(t *testing.T, lc labConfig) *env {
@@ -110,7 +116,7 @@ func newEnv(t *testing.T, lc labConfig) *env {
 	if _, err := lab.Sweep(); err != nil {
 		t.Logf("sweep: %v", err)
 	}
-	l, err := lab.New(lab.Options{ISPs: lc.ISPs, RouterAddrs: lc.External, RouterNAT: true})
+	l, err := lab.New(lab.Options{ISPs: lc.ISPs, RouterAddrs: lc.External, RouterNAT: !lc.NoRouterNAT})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
@@ -131,6 +137,7 @@ func (e *env) configText(lc labConfig) string {
 			prio = 1
 		}
 		fmt.Fprintf(&b, "  - name: isp%d\n    interface: %s\n    table: %d\n    priority: %d\n", i, lab.WANName(i), 10+i, prio)
+		b.WriteString(lc.WANExtra[i])
 		if slices.Contains(lc.DHCP, i) {
 			b.WriteString("    addressing: dhcp\n")
 		} else if lc.External {
