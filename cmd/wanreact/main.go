@@ -295,8 +295,10 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		// Uninstalling must work without a usable config: everything of
+		// ours is tagged (proto 87, WANREACT_* chains).
+		fmt.Fprintf(stderr, "wanreact cleanup: %v\nwanreact cleanup: removing everything tagged as wanreact's instead\n", err)
+		cfg = nil
 	}
 	if err := daemon.Cleanup(cfg, func(s string) { fmt.Fprintln(stdout, s) }); err != nil {
 		fmt.Fprintln(stderr, "wanreact cleanup:", err)

@@ -13,7 +13,9 @@ import (
 // Cleanup removes every rule, route and firewall chain wanreact installed
 // for cfg, in the current network namespace (`wanreact cleanup`, for
 // uninstalling). The firewall goes first: without its marks nothing uses
-// the slot tables any more.
+// the slot tables any more. A nil cfg (config lost or broken) still removes
+// everything tagged as ours (proto 87 rules and routes, WANREACT_* chains);
+// only foreign routes inside our tables are then left alone.
 func Cleanup(cfg *config.Config, report func(string)) error {
 	fwErr := firewall.Remove(firewall.Options{}, report)
 	h, err := netlink.NewHandle()
@@ -21,10 +23,13 @@ func Cleanup(cfg *config.Config, report func(string)) error {
 		return errors.Join(fwErr, fmt.Errorf("netlink: %w", err))
 	}
 	defer h.Close()
-	tables := []int{cfg.Routing.ActiveTable}
-	for _, w := range cfg.WANs {
-		tables = append(tables, w.Table)
+	var tables []int
+	if cfg != nil {
+		tables = append(tables, cfg.Routing.ActiveTable)
+		for _, w := range cfg.WANs {
+			tables = append(tables, w.Table)
+		}
+		tables = append(tables, actions.SlotConfigFrom(*cfg).Tables()...)
 	}
-	tables = append(tables, actions.SlotConfigFrom(*cfg).Tables()...)
 	return errors.Join(fwErr, actions.Cleanup(h, tables, report))
 }

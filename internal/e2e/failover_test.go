@@ -233,3 +233,34 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("version: %v %s", err, out)
 	}
 }
+
+// TestCleanupWithoutConfig: uninstalling works even when the config is gone:
+// everything wanreact installed is tagged as its own.
+func TestCleanupWithoutConfig(t *testing.T) {
+	e := newEnv(t, labConfig{})
+	e.start()
+	e.waitActive("isp1", 10*time.Second)
+	e.stop(syscall.SIGTERM)
+	if len(e.ourRules()) == 0 || len(e.routes(200)) == 0 {
+		t.Fatal("nothing installed to clean up")
+	}
+	out, code := e.cli("cleanup", "-c", e.dir+"/missing.yaml")
+	if code != 0 {
+		t.Fatalf("cleanup exit %d: %s", code, out)
+	}
+	if !strings.Contains(out, "removing everything tagged") {
+		t.Errorf("cleanup did not say it fell back: %s", out)
+	}
+	if got := e.ourRules(); len(got) != 0 {
+		t.Errorf("rules left: %v", got)
+	}
+	for _, table := range []int{11, 12, 200} {
+		if got := e.routes(table); len(got) != 0 {
+			t.Errorf("table %d left: %v", table, got)
+		}
+	}
+	fw, _ := e.lab.Exec(lab.RoleRouter, "iptables-save")
+	if strings.Contains(string(fw), "WANREACT") {
+		t.Errorf("firewall chains left:\n%s", fw)
+	}
+}
