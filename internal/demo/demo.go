@@ -514,7 +514,7 @@ func (d *demo) failover(ctx context.Context, name string, budget time.Duration, 
 	r := d.flow.Snapshot()
 	p := phaseResult{Name: name, At: at, Budget: budget, HasOutage: true,
 		Expect: fmt.Sprintf("outage ≤ %.1f s, then isp2", budget.Seconds())}
-	p.Gap = outage(r, at)
+	p.Gap = r.Outage(at)
 	p.Outage = p.Gap.Duration()
 	p.Via, p.ViaShare = carrierOf(r, end.Add(-viaWindow), end)
 	p.Decision, p.DecisionAfter, p.Changes = d.isp1Transitions(at, end, "")
@@ -546,7 +546,7 @@ func (d *demo) failback(ctx context.Context, name, how string, repair func() err
 	end := time.Now()
 	r := d.flow.Snapshot()
 	p := phaseResult{Name: name, At: at, HasOutage: true, Expect: "isp1 proven, carries the flow again"}
-	p.Gap = outage(r, at)
+	p.Gap = r.Outage(at)
 	p.Outage = p.Gap.Duration()
 	p.Via, p.ViaShare = carrierOf(r, end.Add(-viaWindow), end)
 	p.Decision, p.DecisionAfter, p.Changes = d.isp1Transitions(at, end, reactor.Up)
@@ -617,7 +617,7 @@ func (d *demo) recoverPhase(ctx context.Context) error {
 	end := time.Now()
 	r := d.flow.Snapshot()
 	p := phaseResult{Name: "loss removed", At: at, HasOutage: true, Expect: "isp1 recovers"}
-	p.Gap = outage(r, at)
+	p.Gap = r.Outage(at)
 	p.Outage = p.Gap.Duration()
 	p.Via, p.ViaShare = carrierOf(r, end.Add(-viaWindow), end)
 	p.Decision, p.DecisionAfter, p.Changes = d.isp1Transitions(at, end, reactor.Up)
@@ -690,22 +690,6 @@ func (d *demo) isp1Transitions(from, to time.Time, want reactor.Health) (first s
 		}
 	}
 	return first, after, n
-}
-
-// outage is the longest silence of the flow from just before the fault to
-// its last received packet, measured like internal/e2e's helper of the same
-// name: a gap that began shortly before the fault (the fault's own effect
-// racing the timestamp) counts whole, and a flow that never came back
-// counts from the fault to the end of the report.
-func outage(r lab.FlowReport, faultAt time.Time) lab.Gap {
-	last, ok := r.FirstAfter(faultAt, 0)
-	if !ok {
-		return lab.Gap{Start: faultAt, End: r.End}
-	}
-	if n := len(r.Packets); n > 0 {
-		last = r.Packets[n-1]
-	}
-	return r.LongestGap(faultAt.Add(-100*time.Millisecond), last.At)
 }
 
 // carrierOf returns the ISP that carried most of the flow in [from, to) and

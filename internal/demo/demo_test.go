@@ -95,7 +95,7 @@ func TestOutage(t *testing.T) {
 	// The silence starts 20ms before the fault is stamped (the fault's
 	// effect racing the timestamp) and must count whole: 1.0 s .. 1.4 s.
 	r := report(start, 3*time.Second, [][2]time.Duration{{time.Second, 1400 * time.Millisecond}}, via)
-	g := outage(r, start.Add(1020*time.Millisecond))
+	g := r.Outage(start.Add(1020 * time.Millisecond))
 	if d := g.Duration(); d < 400*time.Millisecond || d > 410*time.Millisecond {
 		t.Errorf("outage %v, want 0.40 s (+ one packet interval)", d)
 	}
@@ -104,7 +104,7 @@ func TestOutage(t *testing.T) {
 	}
 	// A flow that never comes back is out from the fault to the end.
 	dead := report(start, 3*time.Second, [][2]time.Duration{{time.Second, 3 * time.Second}}, via)
-	if g := outage(dead, start.Add(time.Second)); g.Duration() != 2*time.Second {
+	if g := dead.Outage(start.Add(time.Second)); g.Duration() != 2*time.Second {
 		t.Errorf("dead flow outage %v, want 2s", g.Duration())
 	}
 	if isp, _ := carrierOf(dead, start.Add(2*time.Second), start.Add(3*time.Second)); isp != 0 {
@@ -171,7 +171,7 @@ func TestTimelineSVG(t *testing.T) {
 		{Time: rec.Time, Source: "reactor", Type: "decision", Decision: &rec},
 	}
 	p := panel{Title: "blackhole", Fault: fault, From: fault.Add(-500 * time.Millisecond), To: fault.Add(2 * time.Second),
-		ISPs: 2, Packets: r.Packets, Events: events, Outage: outage(r, fault)}
+		ISPs: 2, Packets: r.Packets, Events: events, Outage: r.Outage(fault)}
 	var buf bytes.Buffer
 	if err := renderTimeline(&buf, "test <title>", []panel{p}, timelineBin, flowPPS); err != nil {
 		t.Fatal(err)

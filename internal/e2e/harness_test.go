@@ -357,7 +357,7 @@ func (e *env) measureFailover(from string, fault func() error, settle time.Durat
 	}
 	time.Sleep(settle)
 	r := f.Stop()
-	gap := outage(r, faultAt)
+	gap := r.Outage(faultAt)
 	if os.Getenv("WANREACT_E2E_DEBUG") != "" {
 		for _, p := range r.Packets {
 			if !p.At.Before(gap.Start.Add(-10*time.Millisecond)) && !p.At.After(gap.End.Add(10*time.Millisecond)) {
@@ -366,20 +366,6 @@ func (e *env) measureFailover(from string, fault func() error, settle time.Durat
 		}
 	}
 	return gap.Duration(), r, faultAt
-}
-
-// outage is the longest silence of the flow from just before the fault to
-// its last received packet (Stop's own wind-down is not an outage); a flow
-// that never came back counts from the fault to the end.
-func outage(r lab.FlowReport, faultAt time.Time) lab.Gap {
-	last, ok := r.FirstAfter(faultAt, 0)
-	if !ok {
-		return lab.Gap{Start: faultAt, End: r.End}
-	}
-	if n := len(r.Packets); n > 0 {
-		last = r.Packets[n-1]
-	}
-	return r.LongestGap(faultAt.Add(-100*time.Millisecond), last.At)
 }
 
 func ispCounts(r lab.FlowReport, from, to time.Time) string {

@@ -456,6 +456,22 @@ func (r FlowReport) LongestGap(from, to time.Time) Gap {
 	return g
 }
 
+// Outage is the longest silence of the flow from just before a fault to its
+// last received packet: a gap that began shortly before the fault (the
+// fault's own effect racing the timestamp) counts whole, Stop's wind-down
+// after the last packet is not an outage, and a flow that never came back
+// counts from the fault to the end of the report.
+func (r FlowReport) Outage(faultAt time.Time) Gap {
+	last, ok := r.FirstAfter(faultAt, 0)
+	if !ok {
+		return Gap{Start: faultAt, End: r.End}
+	}
+	if n := len(r.Packets); n > 0 {
+		last = r.Packets[n-1]
+	}
+	return r.LongestGap(faultAt.Add(-100*time.Millisecond), last.At)
+}
+
 // Bucket is the traffic received in one time slot of a flow.
 type Bucket struct {
 	// Offset of the slot's start from the flow's start.
