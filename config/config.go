@@ -87,7 +87,7 @@ type Probe struct {
 	Interval time.Duration `json:"interval"`
 	Timeout  time.Duration `json:"timeout"`
 	// DownAfter consecutive lost probes (counted across all targets) declare
-	// the WAN down. Default: the number of probes sent in 800ms, at least 3.
+	// the WAN down. Default: the number of probes sent in 700ms, at least 3.
 	DownAfter int `json:"down_after"`
 	// UpAfter consecutive replies bring a WAN that is down (or not yet
 	// known) up. Default 5.
@@ -95,11 +95,12 @@ type Probe struct {
 	// Window is the number of recent probes per target over which loss and
 	// RTT are measured. Default 50.
 	Window int `json:"window"`
-	// DegradedLoss (percent) of the best target's window marks the WAN
-	// degraded; it is up again below RecoverLoss. Defaults 20 and 8.
+	// DegradedLoss (percent) of the pooled windows of the live targets
+	// marks the WAN degraded; it is up again below RecoverLoss. Defaults
+	// 20 and 8.
 	DegradedLoss float64 `json:"degraded_loss"`
 	RecoverLoss  float64 `json:"recover_loss"`
-	// DegradedRTT marks the WAN degraded when the best target's average RTT
+	// DegradedRTT marks the WAN degraded when the pooled average RTT
 	// exceeds it (0: never). Recovery below 80% of it.
 	DegradedRTT time.Duration `json:"degraded_rtt,omitempty"`
 }
@@ -120,7 +121,7 @@ const (
 	DefaultRulePriority  = 10000
 	DefaultMarkMask      = 0xff00
 	DefaultInterval      = 200 * time.Millisecond
-	DefaultTimeout       = 300 * time.Millisecond
+	DefaultTimeout       = 250 * time.Millisecond
 	DefaultUpAfter       = 5
 	DefaultWindow        = 50
 	DefaultDegradedLoss  = 20
@@ -128,11 +129,13 @@ const (
 	DefaultHysteresis    = 4
 	// downAfterSpan is how much probing time's worth of consecutive losses
 	// declares a WAN down when down_after is not set.
-	downAfterSpan = 800 * time.Millisecond
+	downAfterSpan = 700 * time.Millisecond
 )
 
-// DefaultDownAfter is the number of probes sent through a WAN in 800ms,
-// at least 3: with 2 targets at 200ms, 8.
+// DefaultDownAfter is the number of probes sent through a WAN in 700ms,
+// at least 3: with 2 targets at 200ms, 7. With the default timeout (250ms)
+// a silent outage is declared (7-1)*100ms + 250ms = 0.85-0.95 s after it
+// began (docs/health.md).
 func DefaultDownAfter(targets int, interval time.Duration) int {
 	if targets < 1 || interval <= 0 {
 		return 3

@@ -24,6 +24,10 @@ const (
 // mainTable is RT_TABLE_MAIN.
 const mainTable = 254
 
+// recentSize is the length of the short, all-targets window that lets the
+// down threshold react to loss setting in.
+const recentSize = 20
+
 // minSamplesForLoss is how many results (pooled over live targets) are needed
 // before a loss rate is trusted for the degraded verdict.
 const minSamplesForLoss = 20
@@ -82,8 +86,11 @@ type wanState struct {
 	consecLost, consecOK int
 	downAfter            int
 	targets              map[netip.Addr]*window
-	lastLoss             float64
-	lastRTT              time.Duration
+	// recent holds the WAN's last recentSize probe results over all
+	// targets, for a quick loss estimate (see effectiveDownAfter).
+	recent   *window
+	lastLoss float64
+	lastRTT  time.Duration
 }
 
 // window is a ring of a target's last N probe outcomes.
@@ -235,6 +242,7 @@ func (s *State) loadConfig(c config.Config, now time.Time) {
 		}
 		if w.targets == nil {
 			w.targets = map[netip.Addr]*window{}
+			w.recent = newWindow(recentSize)
 		}
 		size := wc.Probe.Window
 		if size <= 0 {
@@ -341,9 +349,34 @@ func (s *State) applyRoute(r RouteChange, d *Decision) {
 		// forgetting it would take the WAN down for nothing.
 		l.defaultGW = r.Gateway
 	}
-	if r.Deleted && r.Protocol == RouteProtocol && s.ownsTable(r.Table) {
+	if r.Deleted && r.Protocol == RouteProtocol && s.stillWanted(r) {
 		d.Intents = append(d.Intents, Reconcile{Reason: fmt.Sprintf("route %s in table %d removed", r.Dst, r.Table)})
 	}
+}
+
+// stillWanted reports whether a removed route of ours went through an
+// interface that the desired routing still uses in that table: then someone
+// else deleted it and it must come back now. A route we replaced ourselves
+// (failover repoints the active table) goes through an interface that is no
+// longer wanted there and needs no repair pass.
+func (s *State) stillWanted(r RouteChange) bool {
+	if !s.haveConfig {
+		return false
+	}
+	if r.Table == s.cfg.Routing.ActiveTable {
+		for _, m := range s.active {
+			if w := s.wanByName(m.WAN); w != nil && (r.Index == 0 || w.index == r.Index) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, w := range s.wans {
+		if w.cfg.Table == r.Table {
+			return w.linkUsable() && (r.Index == 0 || w.index == r.Index)
+		}
+	}
+	return false
 }
 
 // RouteProtocol marks every rule and route wanreact installs ("proto 87"), so
@@ -358,21 +391,6 @@ const RulePriorities = config.RulePriorityBlock
 func (s *State) ownsRulePriority(p int) bool {
 	base := s.cfg.Routing.RulePriority
 	return s.haveConfig && p >= base && p < base+RulePriorities
-}
-
-func (s *State) ownsTable(t int) bool {
-	if !s.haveConfig {
-		return false
-	}
-	if t == s.cfg.Routing.ActiveTable {
-		return true
-	}
-	for _, w := range s.wans {
-		if w.cfg.Table == t {
-			return true
-		}
-	}
-	return false
 }
 
 // linkUsable is true when packets can leave through the interface at all.
@@ -399,6 +417,7 @@ func (w *wanState) applyProbe(p ProbeResult) {
 		// keep the history from before: the outage's own losses would
 		// keep a recovered WAN degraded for a whole window.
 		win.add(p.OK, p.RTT)
+		w.recent.add(p.OK, p.RTT)
 	}
 	if win != nil {
 		if p.OK {
@@ -602,11 +621,26 @@ func (w *wanState) nextHealth() (Health, string, bool) {
 // so k grows until that is below 1e-6 (30% loss: 12 instead of 8). Without
 // it a degraded-but-working WAN would now and then be declared dead.
 func (w *wanState) effectiveDownAfter() int {
-	k := w.downAfter
 	// The loss rate among replies, without the current run of losses
-	// (which would raise the bar as a real outage goes on).
+	// (which would raise the bar as a real outage goes on): the larger of
+	// the long windows' rate and that of the last recentSize probes, which
+	// reacts within seconds when loss sets in, before the long windows do.
 	loss, _, ok := w.lossAndRTT()
-	if !ok || loss <= 0 {
+	if !ok {
+		loss = 0
+	}
+	if w.recent.n-w.recent.trailingLosses() >= minSamplesForLoss/2 {
+		tail := w.recent.trailingLosses()
+		lost := w.recent.n - w.recent.answered() - tail
+		loss = max(loss, float64(lost)/float64(w.recent.n-tail))
+	}
+	return downAfterFor(w.downAfter, loss)
+}
+
+// downAfterFor raises k until k losses in a row at loss rate `loss` are a
+// one-in-a-million event, within [k, 4k].
+func downAfterFor(k int, loss float64) int {
+	if loss <= 0 {
 		return k
 	}
 	if loss >= 0.9 {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"text/tabwriter"
 	"time"
 
@@ -86,6 +87,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 	debug := fs.Bool("debug", false, "debug logging")
 	if fs.Parse(args) != nil {
 		return 1
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One P is plenty for an event-driven daemon that is idle nearly
+		// all the time, and it spares the scheduler waking a second
+		// thread to look for work on every timer (measurably cheaper at
+		// idle; appliances are often single-core anyway).
+		runtime.GOMAXPROCS(1)
 	}
 	level := slog.LevelInfo
 	if *debug {

@@ -5,9 +5,9 @@
 // NICs (not stacked devices) at most once per second machine-wide: a carrier
 // loss that follows any other link event within a second is reported up to a
 // second late. /sys/class/net/IF/carrier reads the driver's bit directly, so
-// a cheap poll (one pread per interface every 10ms) sees a pulled cable
-// within milliseconds. Netlink stays the source of truth for everything
-// else; this only makes carrier loss (and return) fast.
+// a cheap poll (one pread per interface every 20ms, one wake-up for all of
+// them) sees a pulled cable within 20ms. Netlink stays the source of truth
+// for everything else; this only makes carrier loss (and return) fast.
 package carrier
 
 import (
@@ -23,8 +23,10 @@ import (
 	"github.com/wanreact/wanreact/reactor"
 )
 
-// DefaultInterval is the poll period.
-const DefaultInterval = 10 * time.Millisecond
+// DefaultInterval is the poll period: fast enough for the 50ms carrier-loss
+// target, slow enough that its wake-ups stay a small part of the daemon's
+// idle cost (each costs ~0.1ms of CPU on a small VM).
+const DefaultInterval = 20 * time.Millisecond
 
 // reopenEvery is how often a missing interface's file is looked for again.
 const reopenEvery = time.Second
