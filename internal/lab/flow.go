@@ -105,7 +105,7 @@ func (l *Lab) StartFlow(from string, pps int) (*Flow, error) {
 		return nil, fmt.Errorf("lab: flow sink: %w", err)
 	}
 	f.dst = f.recv.LocalAddr().(*net.UDPAddr)
-	if err := enableRxTimestamps(f.recv); err != nil {
+	if err := EnableRxTimestamps(f.recv); err != nil {
 		f.recv.Close()
 		return nil, fmt.Errorf("lab: flow sink: %w", err)
 	}
@@ -214,7 +214,7 @@ func (f *Flow) receive() {
 			// keep reading until Stop closes the socket.
 			continue
 		}
-		at, ok := rxTimestamp(oob[:oobn])
+		at, ok := RxTimestamp(oob[:oobn])
 		if !ok {
 			at = time.Now()
 		}
@@ -235,7 +235,10 @@ func (f *Flow) receive() {
 	}
 }
 
-func enableRxTimestamps(c *net.UDPConn) error {
+// EnableRxTimestamps asks the kernel to stamp every datagram received on c
+// (SO_TIMESTAMPNS), so receive times stay exact when the reader runs late;
+// read them with RxTimestamp.
+func EnableRxTimestamps(c *net.UDPConn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
@@ -252,8 +255,9 @@ func enableRxTimestamps(c *net.UDPConn) error {
 	return nil
 }
 
-// rxTimestamp extracts the SCM_TIMESTAMPNS control message.
-func rxTimestamp(oob []byte) (time.Time, bool) {
+// RxTimestamp extracts the SCM_TIMESTAMPNS control message of a datagram
+// read with ReadMsgUDP.
+func RxTimestamp(oob []byte) (time.Time, bool) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return time.Time{}, false

@@ -93,7 +93,7 @@ func startConnStream(l *lab.Lab, pps int, ports *portCycler) (*connStream, error
 	if err != nil {
 		return nil, fmt.Errorf("connection sink: %w", err)
 	}
-	if err := setRxTimestamps(c.sink); err != nil {
+	if err := lab.EnableRxTimestamps(c.sink); err != nil {
 		c.sink.Close()
 		return nil, err
 	}
@@ -200,7 +200,7 @@ func (c *connStream) receive() {
 			}
 			continue
 		}
-		at, ok := rxTime(oob[:oobn])
+		at, ok := lab.RxTimestamp(oob[:oobn])
 		if !ok {
 			at = time.Now()
 		}
@@ -243,35 +243,4 @@ func (c *connStream) Stop() (lab.FlowReport, error) {
 		}
 	})
 	return c.report, err
-}
-
-func setRxTimestamps(c *net.UDPConn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("SO_TIMESTAMPNS: %w", serr)
-	}
-	return nil
-}
-
-// rxTime reads the kernel's receive time (SCM_TIMESTAMPNS, 64-bit timespec).
-func rxTime(oob []byte) (time.Time, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return time.Time{}, false
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
-			return time.Unix(int64(binary.NativeEndian.Uint64(m.Data[0:8])), int64(binary.NativeEndian.Uint64(m.Data[8:16]))), true
-		}
-	}
-	return time.Time{}, false
 }
