@@ -2,6 +2,7 @@ package benchlib
 
 import (
 	"fmt"
+	"github.com/wanreact/wanreact/sources/carrier"
 	"strings"
 )
 
@@ -178,7 +179,7 @@ func (r *Report) mdCost(w *mdBuf) {
 		for _, c := range r.Cost {
 			if c.ProbeInterval != "" {
 				w.printf("The baseline row probes once every %s: what remains is the daemon's fixed cost (carrier "+
-					"polling every 10 ms, the routing reconciler's periodic pass, the Go runtime).\n\n", c.ProbeInterval)
+					"polling every %v, the routing reconciler's periodic pass, the Go runtime).\n\n", c.ProbeInterval, carrier.DefaultInterval)
 				break
 			}
 		}

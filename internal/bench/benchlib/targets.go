@@ -2,6 +2,7 @@ package benchlib
 
 import (
 	"fmt"
+	"github.com/wanreact/wanreact/sources/carrier"
 	"strings"
 )
 
@@ -96,8 +97,8 @@ func (r *Report) checkTargets() []TargetCheck {
 			c.Note = fmt.Sprintf("%.0f probes/s, each a send, a reply read and an event through the reducer and the event log", two.ProbesPerSec)
 			if base != nil {
 				c.Note = fmt.Sprintf("with probing nearly off (every %s) the daemon still uses %.2f %%: most of the cost is fixed "+
-					"(carrier polling every 10 ms, the reconciler's periodic pass, Go runtime wake-ups), the %.0f probes/s add %.2f %%",
-					base.ProbeInterval, base.CPUPercent, two.ProbesPerSec, two.CPUPercent-base.CPUPercent)
+					"(carrier polling every %v, the reconciler's periodic pass, Go runtime wake-ups), the %.0f probes/s add %.2f %%",
+					base.ProbeInterval, base.CPUPercent, carrier.DefaultInterval, two.ProbesPerSec, two.CPUPercent-base.CPUPercent)
 			}
 		}
 		out = append(out, c)
