@@ -17,50 +17,16 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wanreact/wanreact/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+func TestMain(m *testing.M) { testbin.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-// wanreactBin builds the daemon once for the tests that need a real binary.
-func wanreactBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wanreact-pkg-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// 0755: the unit test hands the path to systemd-analyze, and
-		// the init script test reads /proc/PID/exe.
-		os.Chmod(dir, 0o755)
-		binPath = filepath.Join(dir, "wanreact")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/wanreact/wanreact/cmd/wanreact")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func wanreactBin(t *testing.T) string { return testbin.Wanreact(t) }
 
 // unitWithBinary writes a copy of the unit whose commands run bin, since
 // systemd-analyze verify checks that the executables exist.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wanreact/wanreact/internal/lab"
+	"github.com/wanreact/wanreact/internal/testbin"
 	"github.com/wanreact/wanreact/reactor"
 )
 
@@ -233,41 +233,9 @@ func needRoot(t *testing.T) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+func TestMain(m *testing.M) { testbin.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-// wanreactBin builds the daemon once per test binary.
-func wanreactBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wanreact-demo-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "wanreact")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/wanreact/wanreact/cmd/wanreact")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.Join(err, errors.New(string(out)))
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func wanreactBin(t *testing.T) string { return testbin.Wanreact(t) }
 
 // syncBuffer collects the demo's output; the demo writes from several
 // goroutines (under its console lock) while tests read.

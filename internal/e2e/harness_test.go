@@ -20,35 +20,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/wanreact/wanreact/internal/lab"
+	"github.com/wanreact/wanreact/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+func TestMain(m *testing.M) { testbin.Main(m) }
 
-// wanreactBin builds the daemon once per test binary.
-func wanreactBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wanreact-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "wanreact")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/wanreact/wanreact/cmd/wanreact")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// wanreactBin is the daemon under test, built once per test binary.
+func wanreactBin(t *testing.T) string { return testbin.Wanreact(t) }
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -166,8 +144,14 @@ func (e *env) writeConfig(lc labConfig) {
 // start runs the daemon in the router namespace.
 func (e *env) start() {
 	e.t.Helper()
-	bin := wanreactBin(e.t)
-	cmd := e.lab.Command(lab.RoleRouter, bin, "run", "-c", e.cfgPath)
+	e.startWithEnv()
+}
+
+// startWithEnv is e.start with extra environment for the daemon.
+func (e *env) startWithEnv(extra ...string) {
+	e.t.Helper()
+	cmd := e.lab.Command(lab.RoleRouter, wanreactBin(e.t), "run", "-c", e.cfgPath)
+	cmd.Env = append(os.Environ(), extra...)
 	e.logBuf = &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = e.logBuf, e.logBuf
 	if err := cmd.Start(); err != nil {

@@ -28,27 +28,6 @@ import (
 // control socket permissions, metrics, `events -f` across rotations,
 // sd_notify.
 
-// startWithEnv is e.start with extra environment for the daemon.
-func (e *env) startWithEnv(extra ...string) {
-	e.t.Helper()
-	cmd := e.lab.Command(lab.RoleRouter, wanreactBin(e.t), "run", "-c", e.cfgPath)
-	cmd.Env = append(os.Environ(), extra...)
-	e.logBuf = &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = e.logBuf, e.logBuf
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start daemon: %v", err)
-	}
-	e.daemon = cmd
-	e.exited = make(chan struct{})
-	go func() { cmd.Wait(); close(e.exited) }()
-	e.t.Cleanup(func() {
-		e.stop(syscall.SIGKILL)
-		if e.t.Failed() {
-			e.t.Logf("daemon log:\n%s", e.logBuf.String())
-		}
-	})
-}
-
 // waitUp waits until every listed WAN is up.
 func (e *env) waitUp(timeout time.Duration, wans ...string) {
 	e.t.Helper()

@@ -398,7 +398,9 @@ func TestLabInterfaceAndAddressComeAndGo(t *testing.T) {
 	want("interface removed", phase("interface removed"), errNoInterface.Error())
 }
 
-func TestLabCPU(t *testing.T) {
+// TestLabSteadyState probes 2 WANs x 4 targets at the default rate for 3 s:
+// every probe is answered through its own WAN, none is lost or doubled.
+func TestLabSteadyState(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 4s")
 	}
@@ -443,11 +445,9 @@ func TestLabCPU(t *testing.T) {
 			t.Errorf("%s: %d ok, %d lost; want about 60 ok", wan, ok, lost)
 		}
 	}
-	// Generous: the bound only catches busy loops and gross waste on this
-	// amd64 machine; see BenchmarkLabRoundTrip for the cost per probe.
-	if pct > 2 {
-		t.Errorf("CPU %.2f%% of a core", pct)
-	}
+	// CPU is reported, not asserted: speed targets are checked by `make
+	// bench` (docs/benchmarks.md) and BenchmarkLabRoundTrip, never by a
+	// timed unit test on a shared machine.
 }
 
 func TestLabSocketSeesOnlyEchoRepliesFromItsDevice(t *testing.T) {

@@ -2,8 +2,9 @@ package benchlib
 
 import (
 	"fmt"
-	"github.com/wanreact/wanreact/sources/carrier"
 	"strings"
+
+	"github.com/wanreact/wanreact/sources/carrier"
 )
 
 // The targets.
