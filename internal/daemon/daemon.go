@@ -66,8 +66,6 @@ type daemon struct {
 	rulePrio atomic.Int64
 	// statusReq asks the reactor goroutine for a consistent snapshot.
 	statusReq chan chan []reactor.WANStatus
-	// started is when Run began, for status.
-	started time.Time
 	// observers see every event and decision (metrics, hooks).
 	observers []Observer
 	// ops: hooks, metrics, sd_notify (see ops.go).
@@ -105,7 +103,6 @@ func Run(ctx context.Context, o Options) error {
 	d := &daemon{
 		opts: o, log: log, bus: make(chan reactor.Event, busSize), state: reactor.New(),
 		flush: make(chan reactor.FlushConntrack, 64), statusReq: make(chan chan []reactor.WANStatus),
-		started: time.Now(),
 	}
 	d.setFilters(cfg)
 	if d.events, err = eventlog.Open(cfg.EventLog, cfg.EventLogMaxSize); err != nil {

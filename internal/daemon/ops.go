@@ -212,7 +212,8 @@ func (d *daemon) applyControlGroup(socket, group string) {
 	}
 	sys, _ := st.Sys().(*syscall.Stat_t)
 	if filepath.Base(dir) == "wanreact" && sys != nil && (sys.Uid == 0 || int(sys.Uid) == os.Geteuid()) {
-		if err := os.Chown(dir, -1, gid); err == nil {
+		err := os.Chown(dir, -1, gid)
+		if err == nil {
 			err = os.Chmod(dir, st.Mode().Perm()|0o050)
 		}
 		if err != nil {

@@ -2,13 +2,12 @@ package benchlib
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/wanreact/wanreact/config"
 	"path/filepath"
 	"time"
 
+	"github.com/wanreact/wanreact/config"
 	"github.com/wanreact/wanreact/internal/lab"
 	"github.com/wanreact/wanreact/reactor"
 )

@@ -18,15 +18,6 @@ type Stats struct {
 	Mean   float64 `json:"mean_ms"`
 }
 
-// durationStats summarises durations; zero samples give a zero Stats.
-func durationStats(ds []time.Duration) Stats {
-	ms := make([]float64, len(ds))
-	for i, d := range ds {
-		ms[i] = float64(d) / float64(time.Millisecond)
-	}
-	return floatStats(ms)
-}
-
 func floatStats(v []float64) Stats {
 	if len(v) == 0 {
 		return Stats{}
